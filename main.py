@@ -1,0 +1,12 @@
+"""Pretrain a BERT-style encoder: ``composer main.py yamls/demo.yaml [key=value ...]``.
+
+One entry point for every model, algorithm and optimizer: all of them are chosen in the YAML and
+assembled by efficient_bert.builders. Runs as one process with plain ``python main.py``.
+"""
+
+import sys
+
+from efficient_bert.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The one place where configuration becomes objects.
+
+Each configurable kind has a :class:`~efficient_bert.registry.Registry`. Later features add
+entries here (a model, an algorithm, an optimizer, a callback); the entry script never changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from composer import Trainer
+from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor, MemoryMonitor, RuntimeEstimator, SpeedMonitor
+from composer.core import DataSpec
+from composer.optim import (ConstantScheduler, ConstantWithWarmupScheduler, CosineAnnealingWithWarmupScheduler,
+                            DecoupledAdamW, LinearWithWarmupScheduler)
+from composer.utils import dist
+
+from efficient_bert.callbacks import EvalHistory, HFExport, NaNGuard
+from efficient_bert.config import LoaderConfig, TrainConfig, to_container
+from efficient_bert.data.dataloader import build_mlm_dataloader
+from efficient_bert.data.tokenizer import load_tokenizer
+from efficient_bert.model.hf_bert import CONFIG_KEYS as HF_BERT_KEYS
+from efficient_bert.model.hf_bert import build_hf_bert
+from efficient_bert.optim import param_groups
+from efficient_bert.registry import ConfigError, Registry
+
+log = logging.getLogger(__name__)
+
+MODELS = Registry("model")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULERS = Registry("scheduler")
+ALGORITHMS = Registry("algorithm")
+CALLBACKS = Registry("callback")
+LOGGERS = Registry("logger")
+
+# --- models ---------------------------------------------------------------------------------------
+MODELS.register("hf_bert", build_hf_bert, extra_keys=HF_BERT_KEYS)
+
+
+# --- optimizers -----------------------------------------------------------------------------------
+@OPTIMIZERS.register("decoupled_adamw")
+def decoupled_adamw(model: torch.nn.Module, lr: float, betas: Sequence[float] = (0.9, 0.98), eps: float = 1e-6,
+                    weight_decay: float = 1e-5) -> torch.optim.Optimizer:
+    """AdamW with weight decay decoupled from the LR (Loshchilov & Hutter), as Composer implements it."""
+    return DecoupledAdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(model: torch.nn.Module, lr: float, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    """torch.optim.AdamW (decay scaled by the LR, as in PyTorch and HF)."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+# --- schedulers (Composer's; t_warmup and friends take time strings: 0.06dur, 500ba) -----------
+SCHEDULERS.register("constant", ConstantScheduler)
+SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler)
+SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)
+SCHEDULERS.register("cosine_decay_with_warmup", CosineAnnealingWithWarmupScheduler)
+
+# --- algorithms -----------------------------------------------------------------------------------
+ALGORITHMS.register("gradient_clipping", GradientClipping)
+
+# --- callbacks ------------------------------------------------------------------------------------
+CALLBACKS.register("speed_monitor", SpeedMonitor)
+CALLBACKS.register("lr_monitor", LRMonitor)
+CALLBACKS.register("memory_monitor", MemoryMonitor)
+CALLBACKS.register("runtime_estimator", RuntimeEstimator)
+
+
+@CALLBACKS.register("hf_export")
+def hf_export(save_folder: Optional[str], folder: Optional[str] = None, overwrite: bool = False) -> HFExport:
+    """HF-format export at the end of training; ``folder`` defaults to ``<save_folder>/hf``."""
+    if folder is None:
+        if save_folder is None:
+            raise ConfigError("callbacks.hf_export needs a folder (or a save_folder to put it under)")
+        folder = str(Path(save_folder) / "hf")
+    return HFExport(folder, overwrite)
+
+
+# --- loggers --------------------------------------------------------------------------------------
+@LOGGERS.register("wandb")
+def wandb_logger(run_name: str, project: Optional[str] = None, entity: Optional[str] = None,
+                 group: Optional[str] = None, tags: Optional[list[str]] = None, mode: Optional[str] = None,
+                 dir: Optional[str] = None, log_artifacts: bool = False):
+    """Weights & Biases; ``mode: offline`` (or WANDB_MODE=offline) logs locally with no network."""
+    from composer.loggers import WandBLogger
+
+    init_kwargs = {k: v for k, v in {"mode": mode, "dir": dir}.items() if v is not None}
+    return WandBLogger(project=project, entity=entity, group=group, tags=list(tags) if tags else None,
+                       name=run_name, log_artifacts=log_artifacts, init_kwargs=init_kwargs or None)
+
+
+# --- assembly -------------------------------------------------------------------------------------
+def build_components(registry: Registry, section: dict[str, Any], where: str, **context: Any) -> list[Any]:
+    """Build every ``name: {options}`` entry of a YAML section, in order."""
+    return [registry.build(name, options or {}, where=f"{where}.{name}", **context)
+            for name, options in section.items()]
+
+
+def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed: int, device: str) -> DataSpec:
+    ds = cfg.dataset
+    return build_mlm_dataloader(
+        tokenizer, device_batch_size, local=ds.local, remote=ds.remote, split=ds.split, shuffle=ds.shuffle,
+        shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed, mlm_probability=ds.mlm_probability,
+        max_seq_len=ds.max_seq_len, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
+        pin_memory=cfg.pin_memory and device == "gpu", prefetch_factor=cfg.prefetch_factor,
+        persistent_workers=cfg.persistent_workers, timeout=cfg.timeout, predownload=ds.predownload,
+        cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
+
+
+@dataclass
+class Run:
+    """What :func:`build_trainer` made, for the entry point and for tests."""
+
+    trainer: Trainer
+    eval_history: EvalHistory
+    hf_export: Optional[HFExport]
+
+
+def build_trainer(cfg: TrainConfig) -> Run:
+    device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    precision = cfg.precision or ("amp_bf16" if device == "gpu" else "fp32")
+    world_size = dist.get_world_size()
+    if cfg.global_train_batch_size % world_size:
+        raise ConfigError(f"global_train_batch_size ({cfg.global_train_batch_size}) must be divisible by the "
+                          f"number of processes ({world_size})")
+    device_batch = cfg.global_train_batch_size // world_size
+
+    tokenizer = load_tokenizer(cfg.tokenizer.path)
+    model_cfg = dict(cfg.model)
+    model = MODELS.build(model_cfg.pop("name", "hf_bert"), model_cfg, where="model", tokenizer=tokenizer,
+                         max_seq_len=cfg.train_loader.dataset.max_seq_len)
+    train_loader = build_loader(cfg.train_loader, tokenizer, device_batch, cfg.seed, device)
+    eval_loader = (build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device)
+                   if cfg.eval_loader is not None else None)
+
+    opt_cfg = dict(cfg.optimizer)
+    optimizer = OPTIMIZERS.build(opt_cfg.pop("name", "decoupled_adamw"), opt_cfg, where="optimizer", model=model)
+    sched_cfg = dict(cfg.scheduler)
+    scheduler = SCHEDULERS.build(sched_cfg.pop("name", "constant"), sched_cfg, where="scheduler")
+
+    algorithms = build_components(ALGORITHMS, cfg.algorithms, "algorithms")
+    callbacks = build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)
+    loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
+    local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
+    history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
+    callbacks += [history, NaNGuard()]
+
+    trainer = Trainer(
+        run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
+        optimizers=optimizer, schedulers=scheduler, step_schedulers_every_batch=True,
+        max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches, device=device, precision=precision,
+        device_train_microbatch_size=cfg.device_train_microbatch_size or device_batch, seed=cfg.seed,
+        algorithms=algorithms, callbacks=callbacks, loggers=loggers, progress_bar=cfg.progress_bar,
+        log_to_console=cfg.log_to_console, console_log_interval=cfg.console_log_interval,
+        save_folder=cfg.save_folder, save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
+        load_path=cfg.load_path, autoresume=cfg.autoresume, dist_timeout=cfg.dist_timeout,
+    )
+    for lg in trainer.logger.destinations:
+        lg.log_hyperparameters(to_container(cfg))
+    exporter = next((c for c in callbacks if isinstance(c, HFExport)), None)
+    return Run(trainer, history, exporter)

@@ -1,0 +1,50 @@
+"""Keep every evaluation's metrics, write them to JSON and report the first and last at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+log = logging.getLogger(__name__)
+
+
+class EvalHistory(Callback):
+    """Records ``{batch, tokens, <evaluator>/<metric>: value}`` after each evaluation.
+
+    With ``path`` set, rank 0 rewrites that JSON file after every evaluation, so the curve survives a
+    killed run.
+    """
+
+    def __init__(self, path: Optional[str] = None):
+        self.path = Path(path) if path else None
+        self.records: list[dict[str, Any]] = []
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        record: dict[str, Any] = {"batch": int(state.timestamp.batch), "tokens": int(state.timestamp.token)}
+        for label, metrics in state.eval_metrics.items():
+            for name, metric in metrics.items():
+                record[f"{label}/{name}"] = float(metric.compute())
+        self.records.append(record)
+        if self.path is not None and dist.get_global_rank() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.records, indent=1) + "\n")
+
+    def series(self, key: str) -> list[float]:
+        return [r[key] for r in self.records if key in r]
+
+    def summary(self, key: str = "eval/LanguageCrossEntropy") -> str:
+        values = self.series(key)
+        if not values:
+            return f"no evaluation of {key} was run"
+        first, last = self.records[0], self.records[-1]
+        return (f"{key}: first {values[0]:.4f} (batch {first['batch']}) -> last {values[-1]:.4f} "
+                f"(batch {last['batch']}) over {len(values)} evaluations")
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        log.info(self.summary())

@@ -1,0 +1,32 @@
+"""``efficient-bert`` command: one entry for the library's tools.
+
+    efficient-bert train-tokenizer --in_root data/sample --out runs/tok
+    efficient-bert convert --in_root data/sample --out_root runs/mds      (same as convert_c4.py)
+    efficient-bert train yamls/demo.yaml max_duration=100ba              (same as main.py)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+COMMANDS = {
+    "train-tokenizer": "efficient_bert.data.tokenizer",
+    "convert": "efficient_bert.data.convert",
+    "train": "efficient_bert.train",
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip() + "\n\ncommands: " + ", ".join(COMMANDS), file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    result = importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

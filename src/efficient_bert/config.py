@@ -1,0 +1,151 @@
+"""The training configuration: its schema, loading from YAML with ``key=value`` overrides, validation.
+
+The schema below is the single source of truth for which keys a run YAML may contain. Sections that
+name a registered component (``model``, ``optimizer``, ``scheduler``, ``algorithms``, ``callbacks``,
+``loggers``) are free-form here and checked against the component's factory by the builder layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from efficient_bert.registry import ConfigError, nearest
+
+
+@dataclass
+class TokenizerConfig:
+    # A local directory written by `efficient-bert train-tokenizer` (or any HF tokenizer saved with
+    # save_pretrained). Never a hub name: nothing is downloaded at run time.
+    path: str = "???"
+
+
+@dataclass
+class DatasetConfig:
+    local: str = "???"  # MDS root written by convert_c4.py (or a local cache when `remote` is set)
+    remote: Optional[str] = None  # s3://, gs://, oci://, ... mirrored into `local`
+    split: str = "train"
+    shuffle: bool = True
+    shuffle_seed: Optional[int] = None  # defaults to the run's seed
+    mlm_probability: float = 0.30
+    max_seq_len: int = 128
+    predownload: Optional[int] = None
+    cache_limit: Optional[str] = None
+    num_canonical_nodes: Optional[int] = None
+
+
+@dataclass
+class LoaderConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    num_workers: int = 2
+    drop_last: bool = True
+    pin_memory: bool = True
+    prefetch_factor: Optional[int] = 2
+    persistent_workers: bool = True
+    timeout: float = 0
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = "efficient-bert"
+    seed: int = 17
+    # Free-form values for ${...} interpolation elsewhere in the file.
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "hf_bert"})
+    train_loader: LoaderConfig = field(default_factory=LoaderConfig)
+    eval_loader: Optional[LoaderConfig] = None
+
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "decoupled_adamw", "lr": 5.0e-4})
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "linear_decay_with_warmup",
+                                                               "t_warmup": "0.06dur", "alpha_f": 0.02})
+    algorithms: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    loggers: dict[str, Any] = field(default_factory=dict)
+
+    max_duration: str = "???"  # Composer time string: 1000ba, 2ep, 1000000tok, 0.5dur ...
+    eval_interval: str = "1000ba"
+    eval_subset_num_batches: int = -1
+    global_train_batch_size: int = 256
+    device_train_microbatch_size: Any = None  # int, or "auto" on GPU; defaults to the per-device batch
+    device_eval_batch_size: int = 64
+    precision: Optional[str] = None  # fp32 | amp_fp16 | amp_bf16 | ...; default: amp_bf16 on GPU, fp32 on CPU
+    device: Optional[str] = None  # cpu | gpu; default: gpu when one is visible
+
+    progress_bar: bool = True
+    log_to_console: bool = True
+    console_log_interval: str = "1ba"
+
+    save_folder: Optional[str] = None  # Composer checkpoints (local path or object-store URI)
+    save_interval: str = "1ep"
+    save_num_checkpoints_to_keep: int = -1
+    save_overwrite: bool = False  # Composer refuses to replace existing checkpoints unless this is set
+    load_path: Optional[str] = None
+    autoresume: bool = False
+    dist_timeout: float = 300.0
+
+
+def _section_type(tp: Any) -> Optional[type]:
+    """The dataclass a field holds (unwrapping Optional), or None for free-form fields."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if get_origin(tp) is Union:
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return inner[0]
+    return None
+
+
+def check_keys(node: Any, schema: type, path: str = "") -> None:
+    """Raise ConfigError for the first key in ``node`` that ``schema`` does not declare."""
+    if not isinstance(node, (dict, DictConfig)):
+        return
+    hints = get_type_hints(schema)
+    for key in node:
+        if key not in hints:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"unknown key '{where}'{nearest(str(key), hints)}; "
+                              f"valid keys{' under ' + path if path else ''}: {', '.join(sorted(hints))}")
+        sub = _section_type(hints[key])
+        if sub is not None:
+            check_keys(node[key], sub, f"{path}.{key}" if path else str(key))
+
+
+def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> TrainConfig:
+    """Load a run YAML, apply ``key=value`` overrides, validate keys and types, resolve ${...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        user = OmegaConf.load(path)
+    except Exception as exc:  # yaml's own errors carry line/column
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got: {' '.join(bad)}")
+    try:
+        user = OmegaConf.merge(user, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad override: {exc}") from exc
+    check_keys(user, TrainConfig)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), user)
+        OmegaConf.resolve(merged)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(f"{path}: required keys are not set: {', '.join(missing)}")
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{path}: invalid value{' for ' + key if key else ''}: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+
+
+def to_container(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain-dict view of a config (for logging hyper-parameters)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

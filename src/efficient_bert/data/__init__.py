@@ -1,0 +1,1 @@
+"""Corpora, MDS conversion, streaming datasets and MLM batching."""

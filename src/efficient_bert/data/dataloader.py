@@ -1,0 +1,35 @@
+"""DataLoader for MLM pretraining over MDS shards, wrapped as a Composer ``DataSpec``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from composer.core import DataSpec
+from torch.utils.data import DataLoader
+
+from efficient_bert.data.mlm_collator import MLMCollator
+from efficient_bert.data.text_dataset import StreamingTextDataset
+
+
+def real_tokens(batch: Mapping[str, Any]) -> int:
+    """Non-pad tokens in a batch: what throughput figures count."""
+    return int(batch["attention_mask"].sum())
+
+
+def build_mlm_dataloader(tokenizer: Any, device_batch_size: int, *, local: str, remote: Optional[str] = None,
+                         split: str = "train", shuffle: bool = True, shuffle_seed: int = 9176,
+                         mlm_probability: float = 0.30, max_seq_len: int = 128, num_workers: int = 2,
+                         drop_last: bool = True, pin_memory: bool = True, prefetch_factor: Optional[int] = 2,
+                         persistent_workers: bool = True, timeout: float = 0,
+                         **streaming_kwargs: Any) -> DataSpec:
+    """A shuffled, dynamically masked MLM DataLoader over ``local``/``remote`` MDS shards."""
+    dataset = StreamingTextDataset(tokenizer, max_seq_len, local=local, remote=remote, split=split,
+                                   shuffle=shuffle, shuffle_seed=shuffle_seed, batch_size=device_batch_size,
+                                   **{k: v for k, v in streaming_kwargs.items() if v is not None})
+    workers = num_workers > 0
+    loader = DataLoader(dataset, batch_size=device_batch_size,
+                        collate_fn=MLMCollator(tokenizer, mlm_probability=mlm_probability),
+                        num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
+                        prefetch_factor=prefetch_factor if workers else None,
+                        persistent_workers=persistent_workers and workers, timeout=timeout)
+    return DataSpec(loader, get_num_tokens_in_batch=real_tokens)

@@ -1,0 +1,73 @@
+"""Batching with dynamic MLM masking: a fresh mask every time a sample is seen."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+
+class MLMCollator:
+    """Pad samples into a batch and mask them for masked-language modelling (Devlin et al. 2019).
+
+    Each non-special, non-pad token is selected independently with probability ``mlm_probability``
+    (default 0.30, the Mosaic BERT rate). Of the selected tokens, 80% become ``[MASK]``, 10% a random
+    regular token and 10% stay unchanged; ``labels`` hold the original id at selected positions and
+    -100 elsewhere. Batches are padded to the longest sample, rounded up to ``pad_to_multiple_of``.
+
+    Randomness comes from ``generator`` when given, else from torch's global RNG, which the
+    DataLoader seeds per worker from the run's seed.
+    """
+
+    def __init__(self, tokenizer: Any, mlm_probability: float = 0.30, pad_to_multiple_of: int = 8,
+                 generator: Optional[torch.Generator] = None):
+        if not 0.0 < mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+        self.mlm_probability = mlm_probability
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.generator = generator
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.mask_id = int(tokenizer.mask_token_id)
+        special = set(int(i) for i in tokenizer.all_special_ids)
+        vocab = len(tokenizer)
+        self.special_ids = torch.tensor(sorted(special), dtype=torch.long)
+        self.regular_ids = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+
+    def pad(self, sequences: Sequence[Any]) -> torch.Tensor:
+        longest = max(len(s) for s in sequences)
+        m = self.pad_to_multiple_of
+        width = -(-longest // m) * m if m > 1 else longest
+        batch = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            batch[row, : len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
+        return batch
+
+    def mask(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (masked input_ids, labels) for an already padded batch."""
+        g = self.generator
+        maskable = ~torch.isin(input_ids, self.special_ids)  # pad is special too
+        selected = (torch.rand(input_ids.shape, generator=g) < self.mlm_probability) & maskable
+        labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
+        roll = torch.rand(input_ids.shape, generator=g)
+        to_mask = selected & (roll < 0.8)
+        to_random = selected & (roll >= 0.8) & (roll < 0.9)
+        masked = input_ids.clone()
+        masked[to_mask] = self.mask_id
+        picks = torch.randint(len(self.regular_ids), (int(to_random.sum()),), generator=g)
+        masked[to_random] = self.regular_ids[picks]
+        return masked, labels
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids = self.pad([ex["input_ids"] for ex in examples])
+        attention_mask = (input_ids != self.pad_id).long()
+        masked, labels = self.mask(input_ids)
+        batch = {
+            "input_ids": masked,
+            "attention_mask": attention_mask,
+            "token_type_ids": torch.zeros_like(input_ids),
+            "labels": labels,
+        }
+        if "sample_id" in examples[0]:
+            batch["sample_id"] = torch.tensor([int(ex["sample_id"]) for ex in examples], dtype=torch.long)
+        return batch

@@ -1,0 +1,63 @@
+"""Composer wrapper for any HF-style masked-LM module (our Mosaic BERT, HF BertForMaskedLM, ...)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
+from composer.models import ComposerModel
+from torchmetrics import Metric
+
+# Keys of a batch that the module consumes; the rest (sample_id, ...) is for algorithms.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+class ComposerMLM(ComposerModel):
+    """Wraps a module whose ``forward(input_ids, attention_mask, token_type_ids, labels)`` returns an
+    object with ``loss`` and ``logits`` (the HF ``MaskedLMOutput`` contract).
+
+    Metrics: ``LanguageCrossEntropy`` (the MLM loss over masked tokens) and ``MaskedAccuracy``, on
+    train and eval. ``flops_per_batch`` lets Composer's SpeedMonitor report MFU.
+    """
+
+    def __init__(self, module: torch.nn.Module, tokenizer: Any = None):
+        super().__init__()
+        self.model = module
+        self.tokenizer = tokenizer
+        self.train_metrics = {"LanguageCrossEntropy": LanguageCrossEntropy(), "MaskedAccuracy": MaskedAccuracy()}
+        self.val_metrics = {"LanguageCrossEntropy": LanguageCrossEntropy(), "MaskedAccuracy": MaskedAccuracy()}
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, batch: Mapping[str, Any]) -> Any:
+        return self.model(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
+
+    def loss(self, outputs: Any, batch: Mapping[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        return outputs.loss
+
+    def eval_forward(self, batch: Mapping[str, Any], outputs: Optional[Any] = None) -> Any:
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
+        return self.train_metrics if is_train else self.val_metrics
+
+    def update_metric(self, batch: Mapping[str, Any], outputs: Any, metric: Metric) -> None:
+        metric.update(outputs.logits, batch["labels"])
+
+    def flops_per_batch(self, batch: Mapping[str, Any]) -> float:
+        """Training FLOPs (forward + backward = 3x forward) of one batch, counted on real tokens.
+
+        Per token: 2 FLOPs per weight of every matmul (encoder + MLM head, embeddings are lookups)
+        plus attention's two (seq x seq x hidden) products per layer.
+        """
+        cfg = self.model.config
+        tokens = int(batch["attention_mask"].sum())
+        seq = batch["input_ids"].shape[1]
+        embedding = sum(p.numel() for n, p in self.model.named_parameters() if "embeddings" in n)
+        matmul_params = sum(p.numel() for p in self.model.parameters()) - embedding
+        head = cfg.vocab_size * cfg.hidden_size  # decoder tied to the word embeddings
+        attention = 2 * 2 * seq * cfg.hidden_size * cfg.num_hidden_layers
+        return 3.0 * tokens * (2 * (matmul_params + head) + attention)

@@ -1,0 +1,35 @@
+"""The plain Hugging Face BERT baseline, built from a config (never downloaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import BertConfig, BertForMaskedLM
+
+from efficient_bert.model.composer_mlm import ComposerMLM
+from efficient_bert.registry import ConfigError
+
+# bert-base-uncased's architecture; YAML keys override any of these.
+BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
+                 hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+CONFIG_KEYS = frozenset(BertConfig().to_dict()) - {"transformers_version", "model_type", "architectures"}
+
+
+def hf_bert_config(vocab_size: int, pad_token_id: int, **overrides: Any) -> BertConfig:
+    cfg = {**BERT_BASE, **overrides}
+    if cfg["hidden_size"] % cfg["num_attention_heads"]:
+        raise ConfigError(f"model.hidden_size ({cfg['hidden_size']}) must be divisible by "
+                          f"model.num_attention_heads ({cfg['num_attention_heads']})")
+    return BertConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, **cfg)
+
+
+def build_hf_bert(tokenizer: Any, max_seq_len: int = 512, **config: Any) -> ComposerMLM:
+    """``BertForMaskedLM`` with BERT's weight init, vocabulary sized to ``tokenizer``, in a ComposerMLM."""
+    config.setdefault("max_position_embeddings", max(512, max_seq_len))
+    if config["max_position_embeddings"] < max_seq_len:
+        raise ConfigError(f"model.max_position_embeddings ({config['max_position_embeddings']}) is shorter "
+                          f"than max_seq_len ({max_seq_len})")
+    module = BertForMaskedLM(hf_bert_config(len(tokenizer), tokenizer.pad_token_id, **config))
+    return ComposerMLM(module, tokenizer)
