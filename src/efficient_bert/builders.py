@@ -98,9 +98,10 @@ def wandb_logger(run_name: str, project: Optional[str] = None, entity: Optional[
 
 # --- assembly -------------------------------------------------------------------------------------
 def build_components(registry: Registry, section: dict[str, Any], where: str, **context: Any) -> list[Any]:
-    """Build every ``name: {options}`` entry of a YAML section, in order."""
-    return [registry.build(name, options or {}, where=f"{where}.{name}", **context)
-            for name, options in section.items()]
+    """Build every ``name: {options}`` entry of a YAML section, in order; ``name: null`` removes it
+    (so a command-line override can switch off an entry the YAML enables)."""
+    return [registry.build(name, options, where=f"{where}.{name}", **context)
+            for name, options in section.items() if options is not None]
 
 
 def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed: int, device: str) -> DataSpec:
@@ -121,9 +122,33 @@ class Run:
     trainer: Trainer
     eval_history: EvalHistory
     hf_export: Optional[HFExport]
+    eval_at_start: bool = False
+
+    def fit(self) -> None:
+        if self.eval_at_start and int(self.trainer.state.timestamp.batch) == 0:
+            self.trainer.eval()
+        self.trainer.fit()
+
+
+def check_components(cfg: TrainConfig) -> None:
+    """Check every component section's names and options before any data or model is built."""
+    singles = ((MODELS, "model", cfg.model, ("tokenizer", "max_seq_len")), (OPTIMIZERS, "optimizer", cfg.optimizer, ("model",)),
+               (SCHEDULERS, "scheduler", cfg.scheduler, ()))
+    for registry, where, section, context in singles:
+        options = dict(section)
+        if "name" not in options:
+            raise ConfigError(f"{where}.name is required; available: {', '.join(registry.names())}")
+        registry.check(options.pop("name"), options, where=where, context=context)
+    for registry, where, section, context in ((ALGORITHMS, "algorithms", cfg.algorithms, ()),
+                                              (CALLBACKS, "callbacks", cfg.callbacks, ("save_folder",)),
+                                              (LOGGERS, "loggers", cfg.loggers, ("run_name",))):
+        for name, options in section.items():
+            if options is not None:
+                registry.check(name, options, where=f"{where}.{name}", context=context)
 
 
 def build_trainer(cfg: TrainConfig) -> Run:
+    check_components(cfg)
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     precision = cfg.precision or ("amp_bf16" if device == "gpu" else "fp32")
     world_size = dist.get_world_size()
@@ -134,16 +159,16 @@ def build_trainer(cfg: TrainConfig) -> Run:
 
     tokenizer = load_tokenizer(cfg.tokenizer.path)
     model_cfg = dict(cfg.model)
-    model = MODELS.build(model_cfg.pop("name", "hf_bert"), model_cfg, where="model", tokenizer=tokenizer,
+    model = MODELS.build(model_cfg.pop("name"), model_cfg, where="model", tokenizer=tokenizer,
                          max_seq_len=cfg.train_loader.dataset.max_seq_len)
     train_loader = build_loader(cfg.train_loader, tokenizer, device_batch, cfg.seed, device)
     eval_loader = (build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device)
                    if cfg.eval_loader is not None else None)
 
     opt_cfg = dict(cfg.optimizer)
-    optimizer = OPTIMIZERS.build(opt_cfg.pop("name", "decoupled_adamw"), opt_cfg, where="optimizer", model=model)
+    optimizer = OPTIMIZERS.build(opt_cfg.pop("name"), opt_cfg, where="optimizer", model=model)
     sched_cfg = dict(cfg.scheduler)
-    scheduler = SCHEDULERS.build(sched_cfg.pop("name", "constant"), sched_cfg, where="scheduler")
+    scheduler = SCHEDULERS.build(sched_cfg.pop("name"), sched_cfg, where="scheduler")
 
     algorithms = build_components(ALGORITHMS, cfg.algorithms, "algorithms")
     callbacks = build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)
@@ -167,4 +192,4 @@ def build_trainer(cfg: TrainConfig) -> Run:
     for lg in trainer.logger.destinations:
         lg.log_hyperparameters(to_container(cfg))
     exporter = next((c for c in callbacks if isinstance(c, HFExport)), None)
-    return Run(trainer, history, exporter)
+    return Run(trainer, history, exporter, cfg.eval_at_start and eval_loader is not None)

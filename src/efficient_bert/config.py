@@ -71,6 +71,7 @@ class TrainConfig:
 
     max_duration: str = "???"  # Composer time string: 1000ba, 2ep, 1000000tok, 0.5dur ...
     eval_interval: str = "1000ba"
+    eval_at_start: bool = False  # one evaluation before the first step: the curve's starting point
     eval_subset_num_batches: int = -1
     global_train_batch_size: int = 256
     device_train_microbatch_size: Any = None  # int, or "auto" on GPU; defaults to the per-device batch

@@ -71,6 +71,18 @@ class Registry:
             return None
         return (keys | set(entry.extra_keys or ())) - set(context)
 
+    def check(self, name: str, kwargs: Mapping[str, Any] | None, *, where: str = "",
+              context: Iterable[str] = ()) -> None:
+        """Raise ConfigError if ``name`` is unknown or ``kwargs`` holds an option it does not take."""
+        accepted = self.accepted_keys(name, context)
+        if accepted is None:
+            return
+        for key in kwargs or {}:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{where or self.kind}: {self.kind} '{name}' has no option '{key}'"
+                    f"{nearest(key, accepted)}; valid options: {', '.join(sorted(accepted)) or '(none)'}")
+
     def build(self, name: str, kwargs: Mapping[str, Any] | None = None, *, where: str = "",
               **context: Any) -> Any:
         """Call the factory for ``name`` with YAML ``kwargs`` plus builder-supplied ``context``.
@@ -78,13 +90,7 @@ class Registry:
         ``where`` is the config path shown in error messages (e.g. ``optimizer``).
         """
         kwargs = dict(kwargs or {})
-        accepted = self.accepted_keys(name, context)
-        if accepted is not None:
-            for key in kwargs:
-                if key not in accepted:
-                    raise ConfigError(
-                        f"{where or self.kind}: {self.kind} '{name}' has no option '{key}'"
-                        f"{nearest(key, accepted)}; valid options: {', '.join(sorted(accepted)) or '(none)'}")
+        self.check(name, kwargs, where=where, context=context)
         factory = self.entry(name).factory
         named = {p.name: p for p in inspect.signature(factory).parameters.values()
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

@@ -34,7 +34,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run.trainer.fit()
+    run.fit()
     if dist.get_global_rank() == 0:
         print(f"[efficient-bert] {run.eval_history.summary()}")
         if run.trainer.saved_checkpoints:

@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+
+from efficient_bert.data.mlm_collator import MLMCollator
+
+
+def test_masking_statistics_and_labels(tokenizer):
+    collator = MLMCollator(tokenizer, mlm_probability=0.30, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    regular = collator.regular_ids.numpy()
+    # 256 samples of varying length, each [CLS] ... [SEP], padded by the collator.
+    examples = [{"input_ids": np.concatenate([[2], rng.choice(regular, n), [3]]), "sample_id": i}
+                for i, n in enumerate(rng.integers(20, 126, 256))]
+    batch = collator(examples)
+    original = collator.pad([e["input_ids"] for e in examples])
+    assert batch["input_ids"].shape[1] % 8 == 0 and batch["input_ids"].shape[1] == 128
+    assert batch["sample_id"].tolist() == list(range(256))
+    assert torch.equal(batch["attention_mask"], (original != tokenizer.pad_token_id).long())
+
+    selected = batch["labels"] != -100
+    special = torch.isin(original, collator.special_ids)
+    assert not (selected & special).any()  # CLS, SEP and padding are never masked
+    assert torch.equal(batch["labels"][selected], original[selected])
+    assert torch.equal(batch["input_ids"][~selected], original[~selected])
+
+    n = int(selected.sum())
+    rate = n / int((~special).sum())
+    assert abs(rate - 0.30) < 0.01  # ~20k candidates: 4 sigma is 0.013
+    to_mask = (batch["input_ids"] == tokenizer.mask_token_id) & selected
+    unchanged = (batch["input_ids"] == original) & selected
+    randomized = selected & ~to_mask & ~unchanged
+    assert abs(int(to_mask.sum()) / n - 0.8) < 0.02
+    assert abs((int(unchanged.sum()) + int(randomized.sum())) / n - 0.2) < 0.02
+    assert not torch.isin(batch["input_ids"][randomized], collator.special_ids).any()
+
+
+def test_masks_differ_between_calls_dynamic_masking(tokenizer):
+    collator = MLMCollator(tokenizer, generator=torch.Generator().manual_seed(1))
+    examples = [{"input_ids": np.arange(10, 74)}] * 4
+    assert not torch.equal(collator(examples)["labels"], collator(examples)["labels"])

@@ -1,0 +1,65 @@
+import textwrap
+
+import pytest
+
+from efficient_bert.config import load_config
+from efficient_bert.registry import ConfigError
+
+BASE = """
+tokenizer: {path: tok}
+train_loader:
+  dataset: {local: mds}
+max_duration: 10ba
+optimizer: {name: decoupled_adamw, lr: 1.0e-3}
+"""
+
+
+def write(tmp_path, extra=""):
+    path = tmp_path / "run.yaml"
+    path.write_text(BASE + textwrap.dedent(extra))
+    return path
+
+
+def test_valid_config_with_overrides_and_interpolation(tmp_path):
+    path = write(tmp_path, "variables: {root: /data}\neval_loader:\n  dataset: {local: '${variables.root}/mds', split: validation}\n")
+    cfg = load_config(path, ["optimizer.lr=0.5", "train_loader.num_workers=0", "max_duration=20ba"])
+    assert cfg.optimizer == {"name": "decoupled_adamw", "lr": 0.5}
+    assert (cfg.train_loader.num_workers, cfg.max_duration) == (0, "20ba")
+    assert cfg.eval_loader.dataset.local == "/data/mds" and cfg.train_loader.dataset.mlm_probability == 0.30
+
+
+@pytest.mark.parametrize("extra, overrides, message", [
+    ("max_duraton: 5ba\n", [], "unknown key 'max_duraton' (did you mean 'max_duration'?)"),
+    ("", ["train_loader.dataset.shufle=false"], "unknown key 'train_loader.dataset.shufle' (did you mean 'shuffle'?)"),
+    ("", ["global_train_batch_size=lots"], "invalid value for global_train_batch_size"),
+    ("", ["max_duration"], "key=value"),
+])
+def test_bad_keys_and_values(tmp_path, extra, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, extra), overrides)
+    assert message in str(info.value)
+
+
+def test_missing_required_key_and_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("tokenizer: {path: tok}\ntrain_loader: {dataset: {local: mds}}\n")
+    with pytest.raises(ConfigError, match="required keys are not set: max_duration"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_component_names_and_options_are_checked(tmp_path):
+    import torch
+
+    from efficient_bert.builders import CALLBACKS, OPTIMIZERS
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match="unknown optimizer 'adamx' \\(did you mean 'adamw'\\?\\)"):
+        OPTIMIZERS.build("adamx", {"lr": 1.0}, model=model)
+    with pytest.raises(ConfigError, match="optimizer: optimizer 'decoupled_adamw' has no option 'lrr' \\(did you mean 'lr'\\?\\)"):
+        OPTIMIZERS.build("decoupled_adamw", {"lrr": 1.0}, where="optimizer", model=model)
+    with pytest.raises(ConfigError, match="has no option 'window'"):
+        CALLBACKS.build("speed_monitor", {"window": 3})
+    opt = OPTIMIZERS.build("decoupled_adamw", {"lr": 0.1, "weight_decay": 0.5}, model=model)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]  # matrix decays, bias does not

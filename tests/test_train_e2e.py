@@ -1,0 +1,47 @@
+"""main.py end to end on a tiny model: real shards, real tokenizer, ~30 steps on the CPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+TINY = ROOT / "yamls" / "tiny-cpu.yaml"
+
+
+def run_main(*args, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.mark.slow
+def test_pretraining_lowers_eval_loss_and_writes_checkpoint_and_hf_export(tmp_path, tokenizer_dir, token_mds):
+    out = tmp_path / "run"
+    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", f"save_folder={out}",
+                    "loggers.wandb.mode=offline", f"loggers.wandb.dir={tmp_path}", env={"WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((out / "eval_history.json").read_text())
+    losses = [r["eval/LanguageCrossEntropy"] for r in history]
+    assert [r["batch"] for r in history] == [0, 15, 30]  # eval_at_start, then every 15 batches
+    assert losses[0] > 7.0  # untrained: about ln(2000) = 7.6
+    assert losses[-1] < losses[0] - 1.0
+    assert "eval/LanguageCrossEntropy: first" in done.stdout
+    assert (out / "ep1-ba30-rank0.pt").exists() or any(out.glob("*ba30-rank0.pt"))
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb offline run directory missing"
+
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    model = BertForMaskedLM.from_pretrained(out / "hf")
+    tok = AutoTokenizer.from_pretrained(out / "hf")
+    assert model.config.hidden_size == 64 and len(tok) == model.config.vocab_size == 2000
+
+
+def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir):
+    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", "optimizer.lrr=1")
+    assert done.returncode == 2
+    assert "has no option 'lrr' (did you mean 'lr'?)" in done.stderr
+    done = run_main(TINY, "tokenizer.path=/does/not/exist")
+    assert done.returncode == 2 and "tokenizer directory not found" in done.stderr
