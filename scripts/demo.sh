@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 run_dir=${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}
 start=$(date +%s)
 echo "== [1/3] WordPiece tokenizer on data/sample (train split) -> $run_dir/tokenizer"
-python -m efficient_bert.cli train-tokenizer --in_root data/sample --split train --vocab_size 8192 \
+python -m efficient_bert.cli train-tokenizer --in_root data/sample --split train --vocab_size 4096 \
   --out "$run_dir/tokenizer"
 echo "== [2/3] convert_c4.py: data/sample -> MDS rows of 128 tokens in $run_dir/mds"
 python convert_c4.py --in_root data/sample --out_root "$run_dir/mds" --splits train validation \
