@@ -31,12 +31,12 @@ from efficient_bert.registry import ConfigError, Registry
 
 log = logging.getLogger(__name__)
 
-MODELS = Registry("model")
-OPTIMIZERS = Registry("optimizer")
+MODELS = Registry("model", context=("tokenizer", "max_seq_len"))
+OPTIMIZERS = Registry("optimizer", context=("model",))
 SCHEDULERS = Registry("scheduler")
 ALGORITHMS = Registry("algorithm")
-CALLBACKS = Registry("callback")
-LOGGERS = Registry("logger")
+CALLBACKS = Registry("callback", context=("save_folder",))
+LOGGERS = Registry("logger", context=("run_name",))
 
 # --- models ---------------------------------------------------------------------------------------
 MODELS.register("hf_bert", build_hf_bert, extra_keys=HF_BERT_KEYS)
@@ -130,21 +130,24 @@ class Run:
         self.trainer.fit()
 
 
+def named(section: dict[str, Any], where: str, registry: Registry) -> tuple[str, dict[str, Any]]:
+    """Split a ``{name: x, **options}`` section into the name and its options."""
+    options = dict(section)
+    if "name" not in options:
+        raise ConfigError(f"{where}.name is required; available: {', '.join(registry.names())}")
+    return options.pop("name"), options
+
+
 def check_components(cfg: TrainConfig) -> None:
     """Check every component section's names and options before any data or model is built."""
-    singles = ((MODELS, "model", cfg.model, ("tokenizer", "max_seq_len")), (OPTIMIZERS, "optimizer", cfg.optimizer, ("model",)),
-               (SCHEDULERS, "scheduler", cfg.scheduler, ()))
-    for registry, where, section, context in singles:
-        options = dict(section)
-        if "name" not in options:
-            raise ConfigError(f"{where}.name is required; available: {', '.join(registry.names())}")
-        registry.check(options.pop("name"), options, where=where, context=context)
-    for registry, where, section, context in ((ALGORITHMS, "algorithms", cfg.algorithms, ()),
-                                              (CALLBACKS, "callbacks", cfg.callbacks, ("save_folder",)),
-                                              (LOGGERS, "loggers", cfg.loggers, ("run_name",))):
+    for registry, where, section in ((MODELS, "model", cfg.model), (OPTIMIZERS, "optimizer", cfg.optimizer),
+                                     (SCHEDULERS, "scheduler", cfg.scheduler)):
+        registry.check(*named(section, where, registry), where=where)
+    for registry, where, section in ((ALGORITHMS, "algorithms", cfg.algorithms),
+                                     (CALLBACKS, "callbacks", cfg.callbacks), (LOGGERS, "loggers", cfg.loggers)):
         for name, options in section.items():
             if options is not None:
-                registry.check(name, options, where=f"{where}.{name}", context=context)
+                registry.check(name, options, where=f"{where}.{name}")
 
 
 def build_trainer(cfg: TrainConfig) -> Run:
@@ -158,17 +161,14 @@ def build_trainer(cfg: TrainConfig) -> Run:
     device_batch = cfg.global_train_batch_size // world_size
 
     tokenizer = load_tokenizer(cfg.tokenizer.path)
-    model_cfg = dict(cfg.model)
-    model = MODELS.build(model_cfg.pop("name"), model_cfg, where="model", tokenizer=tokenizer,
+    model = MODELS.build(*named(cfg.model, "model", MODELS), where="model", tokenizer=tokenizer,
                          max_seq_len=cfg.train_loader.dataset.max_seq_len)
     train_loader = build_loader(cfg.train_loader, tokenizer, device_batch, cfg.seed, device)
     eval_loader = (build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device)
                    if cfg.eval_loader is not None else None)
 
-    opt_cfg = dict(cfg.optimizer)
-    optimizer = OPTIMIZERS.build(opt_cfg.pop("name"), opt_cfg, where="optimizer", model=model)
-    sched_cfg = dict(cfg.scheduler)
-    scheduler = SCHEDULERS.build(sched_cfg.pop("name"), sched_cfg, where="scheduler")
+    optimizer = OPTIMIZERS.build(*named(cfg.optimizer, "optimizer", OPTIMIZERS), where="optimizer", model=model)
+    scheduler = SCHEDULERS.build(*named(cfg.scheduler, "scheduler", SCHEDULERS), where="scheduler")
 
     algorithms = build_components(ALGORITHMS, cfg.algorithms, "algorithms")
     callbacks = build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)

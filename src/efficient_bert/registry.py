@@ -31,10 +31,15 @@ class Entry:
 
 
 class Registry:
-    """A name -> factory table for one kind of component (``model``, ``optimizer``, ...)."""
+    """A name -> factory table for one kind of component (``model``, ``optimizer``, ...).
 
-    def __init__(self, kind: str):
+    ``context`` names the arguments the builder supplies (the model for an optimizer, ...): a
+    factory receives those it names, and a YAML section may not set them.
+    """
+
+    def __init__(self, kind: str, context: Iterable[str] = ()):
         self.kind = kind
+        self.context = frozenset(context)
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, factory: Callable[..., Any] | None = None, *,
@@ -61,7 +66,7 @@ class Registry:
                               f"available: {', '.join(self.names())}")
         return self._entries[name]
 
-    def accepted_keys(self, name: str, context: Iterable[str] = ()) -> Optional[set[str]]:
+    def accepted_keys(self, name: str) -> Optional[set[str]]:
         """Keys a YAML section may give for ``name``; None when the factory accepts anything."""
         entry = self.entry(name)
         params = inspect.signature(entry.factory).parameters.values()
@@ -69,12 +74,11 @@ class Registry:
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
         if takes_any and entry.extra_keys is None:
             return None
-        return (keys | set(entry.extra_keys or ())) - set(context)
+        return (keys | set(entry.extra_keys or ())) - self.context
 
-    def check(self, name: str, kwargs: Mapping[str, Any] | None, *, where: str = "",
-              context: Iterable[str] = ()) -> None:
+    def check(self, name: str, kwargs: Mapping[str, Any] | None, *, where: str = "") -> None:
         """Raise ConfigError if ``name`` is unknown or ``kwargs`` holds an option it does not take."""
-        accepted = self.accepted_keys(name, context)
+        accepted = self.accepted_keys(name)
         if accepted is None:
             return
         for key in kwargs or {}:
@@ -90,7 +94,7 @@ class Registry:
         ``where`` is the config path shown in error messages (e.g. ``optimizer``).
         """
         kwargs = dict(kwargs or {})
-        self.check(name, kwargs, where=where, context=context)
+        self.check(name, kwargs, where=where)
         factory = self.entry(name).factory
         named = {p.name: p for p in inspect.signature(factory).parameters.values()
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
