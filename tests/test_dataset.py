@@ -58,3 +58,12 @@ def test_corrupt_shard_names_the_shard(tmp_path, tokenizer):
     ds = StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train")
     with pytest.raises(RuntimeError, match="shard 0 .*shard.00000.mds.zstd.*corrupt"):
         ds[0]
+
+
+def test_remote_shards_are_copied_into_the_local_cache(token_mds, tokenizer, tmp_path):
+    cache = tmp_path / "cache"
+    ds = StreamingTextDataset(tokenizer, 64, local=str(cache), remote=str(token_mds), split="validation")
+    local = StreamingTextDataset(tokenizer, 64, local=str(token_mds), split="validation")
+    assert ds.num_samples == local.num_samples
+    assert ds[7]["input_ids"].tolist() == local[7]["input_ids"].tolist()
+    assert list((cache / "validation").glob("shard.*.mds*"))  # fetched from the remote into the cache
