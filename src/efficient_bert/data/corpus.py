@@ -167,8 +167,9 @@ def iter_hf_documents(source: str, split: str, text_key: str = "text") -> Iterat
         try:
             loaded = datasets.load_dataset(source, split=split, streaming=not path.exists())
         except (ConnectionError, OSError) as exc:
-            raise BadInputError(f"could not load dataset '{source}' split '{split}': {exc}. A hub name needs "
-                                "network access; otherwise pass a local directory") from exc
+            where = "" if path.exists() else " (there is no local directory of that name either)"
+            raise BadInputError(f"could not load dataset '{source}' split '{split}'{where}: {exc}. A hub name "
+                                "needs network access; otherwise pass an existing local directory") from exc
         except ValueError as exc:
             raise BadInputError(f"dataset '{source}' has no split '{split}': {exc}") from exc
     columns = loaded.column_names or []
