@@ -26,6 +26,8 @@ from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.model.hf_bert import CONFIG_KEYS as HF_BERT_KEYS
 from efficient_bert.model.hf_bert import build_hf_bert
+from efficient_bert.model.mosaic_bert import CONFIG_KEYS as MOSAIC_BERT_KEYS
+from efficient_bert.model.mosaic_bert import build_mosaic_bert
 from efficient_bert.optim import param_groups
 from efficient_bert.registry import ConfigError, Registry
 
@@ -40,6 +42,7 @@ LOGGERS = Registry("logger", context=("run_name",))
 
 # --- models ---------------------------------------------------------------------------------------
 MODELS.register("hf_bert", build_hf_bert, extra_keys=HF_BERT_KEYS)
+MODELS.register("mosaic_bert", build_mosaic_bert, extra_keys=MOSAIC_BERT_KEYS)
 
 
 # --- optimizers -----------------------------------------------------------------------------------

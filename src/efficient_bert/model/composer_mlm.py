@@ -45,7 +45,10 @@ class ComposerMLM(ComposerModel):
         return self.train_metrics if is_train else self.val_metrics
 
     def update_metric(self, batch: Mapping[str, Any], outputs: Any, metric: Metric) -> None:
-        metric.update(outputs.logits, batch["labels"])
+        labels = batch["labels"]
+        if outputs.logits.dim() == 2:  # sparse prediction: logits only at the labelled positions
+            labels = labels[labels != -100]
+        metric.update(outputs.logits, labels)
 
     def flops_per_batch(self, batch: Mapping[str, Any]) -> float:
         """Training FLOPs (forward + backward = 3x forward) of one batch, counted on real tokens.
