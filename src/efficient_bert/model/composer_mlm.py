@@ -9,6 +9,8 @@ from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
+from efficient_bert.model.flops import mlm_training_flops
+
 # Keys of a batch that the module consumes; the rest (sample_id, ...) is for algorithms.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -51,16 +53,11 @@ class ComposerMLM(ComposerModel):
         metric.update(outputs.logits, labels)
 
     def flops_per_batch(self, batch: Mapping[str, Any]) -> float:
-        """Training FLOPs (forward + backward = 3x forward) of one batch, counted on real tokens.
+        return mlm_training_flops(self.model, batch["attention_mask"], batch.get("labels"))
 
-        Per token: 2 FLOPs per weight of every matmul (encoder + MLM head, embeddings are lookups)
-        plus attention's two (seq x seq x hidden) products per layer.
-        """
-        cfg = self.model.config
-        tokens = int(batch["attention_mask"].sum())
-        seq = batch["input_ids"].shape[1]
-        embedding = sum(p.numel() for n, p in self.model.named_parameters() if "embeddings" in n)
-        matmul_params = sum(p.numel() for p in self.model.parameters()) - embedding
-        head = cfg.vocab_size * cfg.hidden_size  # decoder tied to the word embeddings
-        attention = 2 * 2 * seq * cfg.hidden_size * cfg.num_hidden_layers
-        return 3.0 * tokens * (2 * (matmul_params + head) + attention)
+    def get_extra_state(self) -> dict[str, Any]:
+        # saved inside every Composer checkpoint, so a checkpoint alone rebuilds the model
+        return {"hf_config": self.model.config.to_dict(), "hf_class": type(self.model).__name__}
+
+    def set_extra_state(self, state: Any) -> None:
+        pass

@@ -1,29 +1,118 @@
 """Attention backends over unpadded tokens with a symmetric ALiBi bias.
 
 Every backend takes ``qkv`` of shape (total_tokens, 3, heads, head_dim) and returns
-(total_tokens, heads * head_dim). ``eager`` is the reference math; ``sdpa`` runs PyTorch's fused
-scaled-dot-product attention on a padded view with an additive ALiBi + key-padding bias.
+(total_tokens, heads * head_dim). What a backend needs beyond the tokens (a padded bias, a block
+mask) is built once per forward by :func:`prepare_attention` and shared by all layers.
+
+- ``eager``: reference math on a padded view.
+- ``sdpa``: PyTorch's fused scaled-dot-product attention on a padded view with an additive ALiBi +
+  key-padding bias.
+- ``flex``: FlexAttention over the packed tokens, no padding at all: ALiBi and the document mask
+  are a ``score_mod`` and the block mask only visits the 128x128 tiles that touch one document.
+- ``flash_attn``: flash-attn's varlen kernel with ``alibi_slopes`` (optional package).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Optional
+
 import torch
 import torch.nn.functional as F
 
-from efficient_bert.model.mosaic_bert.alibi import alibi_bias
+from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes
 from efficient_bert.model.mosaic_bert.padding import Unpadded, pad
 
-BACKENDS = ("auto", "sdpa", "eager")
+BACKENDS = ("auto", "flash_attn", "flex", "sdpa", "eager")
+FLEX_BLOCK = 128
 
 
-def _padded_bias(info: Unpadded, num_heads: int, device, dtype) -> torch.Tensor:
+@dataclass
+class AttentionInputs:
+    """Per-forward state shared by every layer."""
+
+    backend: str
+    info: Unpadded
+    slopes: torch.Tensor  # (heads,) float32
+    bias: Optional[torch.Tensor] = None  # eager/sdpa: (batch, heads, seq, seq)
+    doc_ids: Optional[torch.Tensor] = None  # flex: (padded_tokens,) document of each packed token
+    block_mask: Any = None  # flex: BlockMask
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
+    """The backend to run; ``auto`` takes the fastest one that supports the device and settings.
+
+    On CUDA: flash-attn if installed, else FlexAttention (fastest without flash-attn in
+    ``bench/throughput.py``; it has no attention dropout, so SDPA then). On CPU: SDPA.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    if name == "flex" and dropout_p > 0:
+        raise ValueError("attention 'flex' has no attention dropout; set attention_probs_dropout_prob: 0.0 "
+                         "or choose attention: sdpa")
+    if name == "flash_attn" and not flash_attn_available():
+        raise ValueError("attention 'flash_attn' needs the flash-attn package (pip install flash-attn); "
+                         "choose attention: auto to fall back to FlexAttention or SDPA")
+    if name != "auto":
+        return name
+    if device is None or device.type != "cuda":
+        return "sdpa"
+    if flash_attn_available():
+        return "flash_attn"
+    return "flex" if dropout_p == 0 else "sdpa"
+
+
+def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(batch, heads, seq, seq): ALiBi plus -inf on padded keys."""
-    bias = alibi_bias(num_heads, info.seqlen, device=device, dtype=torch.float32)
-    mask = torch.zeros(info.batch * info.seqlen, device=device, dtype=torch.bool)
-    mask[info.indices] = True
-    keys = torch.zeros(info.batch, 1, 1, info.seqlen, device=device, dtype=torch.float32)
-    keys.masked_fill_(~mask.view(info.batch, 1, 1, info.seqlen), float("-inf"))
+    device = slopes.device
+    bias = alibi_bias(len(slopes), info.seqlen, device=device)
+    real = torch.zeros(info.batch * info.seqlen, device=device, dtype=torch.bool)
+    real[info.indices] = True
+    keys = torch.zeros(info.batch, 1, 1, info.seqlen, device=device)
+    keys.masked_fill_(~real.view(info.batch, 1, 1, info.seqlen), float("-inf"))
     return (bias[None] + keys).to(dtype)
+
+
+def _flex_block_mask(info: Unpadded, total: int, device: torch.device):
+    """Document ids of the packed tokens (padded to a multiple of the tile) and a BlockMask whose
+    q-tile i visits only the kv tiles spanned by the documents that tile i touches."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    blocks = -(-total // FLEX_BLOCK)
+    padded = blocks * FLEX_BLOCK
+    lengths = info.cu_seqlens[1:] - info.cu_seqlens[:-1]
+    docs = torch.arange(info.batch + 1, device=device)
+    # the tail padding is one extra pseudo-document, so its rows attend only among themselves
+    lengths = torch.cat([lengths, lengths.new_tensor([padded - total])])
+    doc_ids = torch.repeat_interleave(docs, lengths, output_size=padded)
+    bounds = torch.cat([info.cu_seqlens, info.cu_seqlens.new_tensor([padded])]).long()
+    tile_first = torch.arange(blocks, device=device) * FLEX_BLOCK
+    first_doc, last_doc = doc_ids[tile_first], doc_ids[tile_first + FLEX_BLOCK - 1]
+    kv_first = bounds[first_doc] // FLEX_BLOCK
+    kv_last = (bounds[last_doc + 1] - 1) // FLEX_BLOCK
+    counts = (kv_last - kv_first + 1).int()
+    indices = (kv_first[:, None] + torch.arange(blocks, device=device)[None]).clamp_(max=blocks - 1).int()
+    mask = BlockMask.from_kv_blocks(counts[None, None], indices[None, None], BLOCK_SIZE=FLEX_BLOCK,
+                                    seq_lengths=(padded, padded))
+    return doc_ids, mask
+
+
+def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torch.device,
+                      dtype: torch.dtype) -> AttentionInputs:
+    """Build once per forward what ``backend`` needs; ``dtype`` is the dtype q/k/v will have."""
+    slopes = alibi_slopes(num_heads).to(device)
+    inputs = AttentionInputs(backend, info, slopes)
+    if backend in ("eager", "sdpa"):
+        inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32)
+    elif backend == "flex":
+        inputs.doc_ids, inputs.block_mask = _flex_block_mask(info, int(info.indices.shape[0]), device)
+    return inputs
 
 
 def _split(qkv: torch.Tensor, info: Unpadded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,24 +126,56 @@ def _merge(out: torch.Tensor, info: Unpadded) -> torch.Tensor:
     return out.transpose(1, 2).reshape(batch * seq, heads * dim)[info.indices]
 
 
-def eager_attention(qkv: torch.Tensor, info: Unpadded, dropout_p: float = 0.0) -> torch.Tensor:
-    q, k, v = _split(qkv, info)
-    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-    scores = scores + _padded_bias(info, q.shape[1], q.device, scores.dtype)
-    probs = F.dropout(torch.softmax(scores.float(), dim=-1).to(q.dtype), p=dropout_p)
-    return _merge(probs @ v, info)
+def eager_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    q, k, v = _split(qkv, inputs.info)
+    scores = (q.float() @ k.float().transpose(-1, -2)) / q.shape[-1] ** 0.5 + inputs.bias
+    probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p).to(q.dtype)
+    return _merge(probs @ v, inputs.info)
 
 
-def sdpa_attention(qkv: torch.Tensor, info: Unpadded, dropout_p: float = 0.0) -> torch.Tensor:
-    q, k, v = _split(qkv, info)
-    bias = _padded_bias(info, q.shape[1], q.device, q.dtype)
-    return _merge(F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), info)
+def sdpa_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    q, k, v = _split(qkv, inputs.info)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias.to(q.dtype), dropout_p=dropout_p)
+    return _merge(out, inputs.info)
 
 
-def resolve_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    return "sdpa" if name == "auto" else name
+@functools.cache
+def _flex_kernel(device_type: str):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # FlexAttention is fast only compiled; on the CPU its eager reference is enough for tests
+    return torch.compile(flex_attention) if device_type == "cuda" else flex_attention
 
 
-ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention}
+def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    if dropout_p > 0:
+        raise ValueError("attention 'flex' has no attention dropout")
+    total, _, heads, dim = qkv.shape
+    padded = inputs.doc_ids.shape[0]
+    q, k, v = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, padded - total)).permute(1, 2, 0, 3)[:, None].unbind(0)
+    doc, slopes = inputs.doc_ids, inputs.slopes
+
+    def alibi_within_document(score, b, h, q_idx, kv_idx):
+        # packed positions differ by the in-document distance, so ALiBi needs no position ids
+        alibi = score - slopes[h] * (q_idx - kv_idx).abs()
+        return torch.where(doc[q_idx] == doc[kv_idx], alibi, float("-inf"))
+
+    out = _flex_kernel(qkv.device.type)(q, k, v, score_mod=alibi_within_document, block_mask=inputs.block_mask)
+    return out[0].transpose(0, 1)[:total].reshape(total, heads * dim)
+
+
+def flash_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    from flash_attn import flash_attn_varlen_qkvpacked_func
+
+    info = inputs.info
+    out = flash_attn_varlen_qkvpacked_func(qkv, info.cu_seqlens, info.max_seqlen, dropout_p,
+                                           alibi_slopes=inputs.slopes)
+    return out.reshape(qkv.shape[0], -1)
+
+
+ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flex": flex_attention,
+             "flash_attn": flash_attention}
+
+
+def attend(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    return ATTENTION[inputs.backend](qkv, inputs, dropout_p)

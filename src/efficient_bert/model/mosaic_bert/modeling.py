@@ -12,10 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
-from efficient_bert.model.mosaic_bert.attention import ATTENTION, resolve_backend
-from efficient_bert.model.mosaic_bert.padding import Unpadded, pad, unpad
+from efficient_bert.kernels import add_layer_norm, geglu, geglu_reference, triton_usable
+from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, prepare_attention, resolve_backend
+from efficient_bert.model.mosaic_bert.padding import pad, unpad
+
+KERNELS = ("auto", "triton", "torch")
 
 
 class MosaicBertConfig(PretrainedConfig):
@@ -25,11 +28,14 @@ class MosaicBertConfig(PretrainedConfig):
                  num_attention_heads: int = 12, intermediate_size: int = 3072, hidden_dropout_prob: float = 0.1,
                  attention_probs_dropout_prob: float = 0.0, layer_norm_eps: float = 1e-12,
                  initializer_range: float = 0.02, type_vocab_size: int = 2, pad_token_id: int = 0,
-                 attention: str = "auto", prenorm: bool = False, pad_vocab_to_multiple_of: int = 64, **kwargs):
+                 attention: str = "auto", kernels: str = "auto", prenorm: bool = False,
+                 pad_vocab_to_multiple_of: int = 64, classifier_dropout: Optional[float] = None, **kwargs):
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
                              f"({num_attention_heads})")
-        resolve_backend(attention)
+        resolve_backend(attention, dropout_p=attention_probs_dropout_prob)
+        if kernels not in KERNELS:
+            raise ValueError(f"unknown kernels '{kernels}'; choose one of {', '.join(KERNELS)}")
         m = pad_vocab_to_multiple_of
         kwargs.setdefault("tie_word_embeddings", True)  # the MLM decoder shares the word embeddings
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -39,7 +45,25 @@ class MosaicBertConfig(PretrainedConfig):
         self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
         self.layer_norm_eps, self.initializer_range = layer_norm_eps, initializer_range
         self.type_vocab_size, self.attention, self.prenorm = type_vocab_size, attention, prenorm
+        self.kernels, self.classifier_dropout = kernels, classifier_dropout
         self.pad_vocab_to_multiple_of = m
+
+
+def use_triton(kernels: str, x: torch.Tensor) -> bool:
+    """Whether the fused Triton kernels run for ``x`` (``auto``: whenever Triton can run on its device)."""
+    if kernels == "torch":
+        return False
+    usable = triton_usable(x)
+    if kernels == "triton" and not usable:
+        raise RuntimeError("kernels: triton needs the triton package and a CUDA device; use kernels: auto")
+    return usable
+
+
+def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, residual: Optional[torch.Tensor], fused: bool) -> torch.Tensor:
+    """``norm(x + residual)``; fused, it runs in one low-precision Triton pass."""
+    if fused:
+        return add_layer_norm(x, norm.weight, norm.bias, norm.eps, residual)
+    return norm(x if residual is None else x + residual)
 
 
 class MosaicBertLayer(nn.Module):
@@ -49,7 +73,6 @@ class MosaicBertLayer(nn.Module):
         self.heads = config.num_attention_heads
         self.prenorm = config.prenorm
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.backend = ATTENTION[resolve_backend(config.attention)]
         self.qkv = nn.Linear(h, 3 * h)
         self.attn_out = nn.Linear(h, h)
         self.attn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
@@ -58,21 +81,21 @@ class MosaicBertLayer(nn.Module):
         self.mlp_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def attention(self, x: torch.Tensor, info: Unpadded) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
         qkv = self.qkv(x).view(x.shape[0], 3, self.heads, -1)
-        out = self.backend(qkv, info, self.attention_dropout if self.training else 0.0)
+        out = attend(qkv, inputs, self.attention_dropout if self.training else 0.0)
         return self.dropout(self.attn_out(out))
 
-    def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gated(x).chunk(2, dim=-1)
-        return self.dropout(self.mlp_out(F.gelu(gate, approximate="none") * up))
+    def mlp(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
+        glu = geglu if fused else geglu_reference
+        return self.dropout(self.mlp_out(glu(self.gated(x), self.gated.bias)))
 
-    def forward(self, x: torch.Tensor, info: Unpadded) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs, fused: bool = False) -> torch.Tensor:
         if self.prenorm:
-            x = x + self.attention(self.attn_norm(x), info)
-            return x + self.mlp(self.mlp_norm(x))
-        x = self.attn_norm(x + self.attention(x, info))
-        return self.mlp_norm(x + self.mlp(x))
+            x = x + self.attention(layer_norm(self.attn_norm, x, None, fused), inputs)
+            return x + self.mlp(layer_norm(self.mlp_norm, x, None, fused), fused)
+        x = layer_norm(self.attn_norm, self.attention(x, inputs), x, fused)
+        return layer_norm(self.mlp_norm, self.mlp(x, fused), x, fused)
 
 
 class MosaicBertPreTrainedModel(PreTrainedModel):
@@ -88,6 +111,13 @@ class MosaicBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+def _compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
+    """The dtype activations have inside the linear layers (autocast's, when it is on)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return fallback
 
 
 class MosaicBertModel(MosaicBertPreTrainedModel):
@@ -107,57 +137,137 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
     def get_input_embeddings(self):
         return self.word_embeddings
 
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.word_embeddings = value
+
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-               token_type_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Unpadded]:
+               token_type_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, AttentionInputs]:
         """Hidden states of the real tokens, (total_tokens, hidden), and where they sit."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         _, info = unpad(input_ids[..., None], attention_mask)
+        device = input_ids.device
+        backend = resolve_backend(self.config.attention, device,
+                                  self.config.attention_probs_dropout_prob if self.training else 0.0)
+        inputs = prepare_attention(backend, info, self.config.num_attention_heads, device,
+                                   _compute_dtype(device, self.word_embeddings.weight.dtype))
         flat_ids = input_ids.flatten()[info.indices]
         flat_types = token_type_ids.flatten()[info.indices]
         x = self.word_embeddings(flat_ids) + self.token_type_embeddings(flat_types)
-        x = self.embedding_dropout(self.embedding_norm(x))
+        fused = use_triton(self.config.kernels, x)
+        x = self.embedding_dropout(layer_norm(self.embedding_norm, x, None, fused))
         for layer in self.layers:
-            x = layer(x, info)
-        return self.final_norm(x), info
+            x = layer(x, inputs, fused)
+        if self.config.prenorm:
+            x = layer_norm(self.final_norm, x, None, fused)
+        return x, inputs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
         """Padded (batch, seq, hidden) hidden states (zeros at padding), for HF-style callers."""
-        x, info = self.encode(input_ids, attention_mask, token_type_ids)
-        return pad(x, info)
+        x, inputs = self.encode(input_ids, attention_mask, token_type_ids)
+        return pad(x, inputs.info)
+
+    def compile_layers(self, **compile_kwargs) -> None:
+        """Compile each encoder layer in place (regional compilation): one graph serves every layer
+        and every number of tokens, and the state dict keeps its names."""
+        for layer in self.layers:
+            layer.compile(**{"dynamic": True, **compile_kwargs})
+
+
+class MosaicBertLMHead(nn.Module):
+    """BERT's transform (dense, GELU, LayerNorm) and the decoder tied to the word embeddings."""
+
+    def __init__(self, config: MosaicBertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        h = config.hidden_size
+        self.transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=config.layer_norm_eps))
+        self.decoder = nn.Linear(h, config.vocab_size)
+        self.decoder.weight = word_embeddings.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(x))
 
 
 class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
-    _tied_weights_keys = {"decoder.weight": "bert.word_embeddings.weight"}
+    _tied_weights_keys = {"head.decoder.weight": "bert.word_embeddings.weight"}
+    sparse_prediction = True  # the MLM head runs only on labelled tokens (FLOP counting reads this)
 
     def __init__(self, config: MosaicBertConfig):
         super().__init__(config)
-        h = config.hidden_size
         self.bert = MosaicBertModel(config)
-        self.transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=config.layer_norm_eps))
-        self.decoder = nn.Linear(h, config.vocab_size)
-        self.decoder.weight = self.bert.word_embeddings.weight
+        self.head = MosaicBertLMHead(config, self.bert.word_embeddings)
         self.post_init()
 
     def get_input_embeddings(self):
         return self.bert.word_embeddings
 
     def get_output_embeddings(self):
-        return self.decoder
+        return self.head.decoder
+
+    def compile_regions(self, **compile_kwargs) -> None:
+        """``torch.compile`` the layers and the head; unpadding and the attention setup stay eager."""
+        self.bert.compile_layers(**compile_kwargs)
+        self.head.compile(**{"dynamic": True, **compile_kwargs})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 **_) -> MaskedLMOutput:
         """With ``labels``, logits are computed only at labelled (masked) positions: shape
         (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits."""
-        x, info = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        x, inputs = self.bert.encode(input_ids, attention_mask, token_type_ids)
         if labels is None:
-            return MaskedLMOutput(logits=pad(self.decoder(self.transform(x)), info))
-        flat_labels = labels.flatten()[info.indices]
+            return MaskedLMOutput(logits=pad(self.head(x), inputs.info))
+        flat_labels = labels.flatten()[inputs.info.indices]
         keep = flat_labels != -100
-        logits = self.decoder(self.transform(x[keep]))
+        logits = self.head(x[keep])
         loss = F.cross_entropy(logits.float(), flat_labels[keep])
         return MaskedLMOutput(loss=loss, logits=logits)
+
+
+class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
+    """BERT's pooler (dense + tanh on the first token) and a linear classifier; HF's loss rules
+    (regression for one label, cross-entropy for integer labels, BCE for multi-label)."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__(config)
+        h = config.hidden_size
+        self.num_labels = config.num_labels
+        self.bert = MosaicBertModel(config)
+        self.pooler = nn.Sequential(nn.Linear(h, h), nn.Tanh())
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(h, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                **_) -> SequenceClassifierOutput:
+        if attention_mask is not None and not bool(attention_mask[:, 0].all()):
+            raise ValueError("MosaicBertForSequenceClassification needs right padding: the first token of "
+                             "every row must be real ([CLS])")
+        x, inputs = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        first = x[inputs.info.cu_seqlens[:-1].long()]  # [CLS] of each sequence
+        logits = self.classifier(self.dropout(self.pooler(first)))
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits.float(), labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem = self.config.problem_type
+        if problem is None:
+            if self.num_labels == 1:
+                problem = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+            self.config.problem_type = problem
+        if problem == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits, labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.float())

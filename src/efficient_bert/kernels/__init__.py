@@ -1,0 +1,31 @@
+"""Triton kernels for the Mosaic BERT hot path, each with a PyTorch reference of the same math.
+
+The ops are registered with ``torch.library`` (forward, backward, fake tensors), so they work in
+eager mode, under autograd and inside ``torch.compile`` regions. Triton runs on CUDA devices only;
+:func:`triton_usable` says whether a tensor can take the Triton path.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+
+@functools.cache
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_usable(x: torch.Tensor) -> bool:
+    # TRITON_INTERPRET=1 runs the kernels on CPU tensors (slowly), which lets them be debugged anywhere
+    return triton_available() and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+from efficient_bert.kernels.geglu import geglu, geglu_reference  # noqa: E402
+from efficient_bert.kernels.layer_norm import add_layer_norm, add_layer_norm_reference  # noqa: E402
+
+__all__ = ["add_layer_norm", "add_layer_norm_reference", "geglu", "geglu_reference", "triton_available",
+           "triton_usable"]

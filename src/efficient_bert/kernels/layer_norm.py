@@ -1,0 +1,151 @@
+"""Fused residual-add + LayerNorm in low precision (Triton), forward and backward.
+
+``add_layer_norm(x, weight, bias, eps, residual)`` is ``layer_norm(x + residual)`` in one pass:
+statistics in float32, output in ``x.dtype`` (bf16 under autocast, where PyTorch's LayerNorm would
+return float32 and double the traffic of the residual stream). The backward recomputes the
+normalized input from the saved sum and per-row mean and 1/std.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the PyTorch reference is used
+    triton = None
+
+
+def add_layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
+                             residual: Optional[Tensor] = None) -> Tensor:
+    s = x if residual is None else (x.float() + residual.float()).to(x.dtype)
+    return F.layer_norm(s.float(), s.shape[-1:], weight.float(), bias.float(), eps).to(x.dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _forward_kernel(X, R, S, Y, W, B, Mean, Rstd, n, eps, HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < n
+        x = tl.load(X + row * n + cols, mask=inside, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            x += tl.load(R + row * n + cols, mask=inside, other=0.0).to(tl.float32)
+            # round the sum as an unfused add would, and keep it for the backward
+            x = x.to(S.dtype.element_ty)
+            tl.store(S + row * n + cols, x, mask=inside)
+            x = x.to(tl.float32)
+        mean = tl.sum(x, axis=0) / n
+        centered = tl.where(inside, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=0) / n + eps)
+        w = tl.load(W + cols, mask=inside, other=0.0).to(tl.float32)
+        b = tl.load(B + cols, mask=inside, other=0.0).to(tl.float32)
+        tl.store(Y + row * n + cols, (centered * rstd * w + b).to(Y.dtype.element_ty), mask=inside)
+        tl.store(Mean + row, mean)
+        tl.store(Rstd + row, rstd)
+
+    @triton.jit
+    def _backward_kernel(DY, S, W, Mean, Rstd, DX, DW, DB, rows, n, rows_per_program, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < n
+        w = tl.load(W + cols, mask=inside, other=0.0).to(tl.float32)
+        dw = tl.zeros((BLOCK,), dtype=tl.float32)
+        db = tl.zeros((BLOCK,), dtype=tl.float32)
+        first = pid * rows_per_program
+        last = tl.minimum(first + rows_per_program, rows)
+        for row in range(first, last):
+            offset = tl.cast(row, tl.int64) * n + cols
+            s = tl.load(S + offset, mask=inside, other=0.0).to(tl.float32)
+            dy = tl.load(DY + offset, mask=inside, other=0.0).to(tl.float32)
+            mean = tl.load(Mean + row)
+            rstd = tl.load(Rstd + row)
+            xhat = tl.where(inside, (s - mean) * rstd, 0.0)
+            wdy = w * dy
+            c1 = tl.sum(xhat * wdy, axis=0) / n
+            c2 = tl.sum(wdy, axis=0) / n
+            tl.store(DX + offset, ((wdy - (xhat * c1 + c2)) * rstd).to(DX.dtype.element_ty), mask=inside)
+            dw += dy * xhat
+            db += dy
+        tl.store(DW + pid * n + cols, dw, mask=inside)
+        tl.store(DB + pid * n + cols, db, mask=inside)
+
+
+def _launch_config(n: int) -> tuple[int, int]:
+    block = triton.next_power_of_2(n)
+    return block, min(max(block // 256, 1), 16)
+
+
+@torch.library.custom_op("efficient_bert::add_layer_norm_forward", mutates_args=())
+def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor,
+             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x = x.contiguous()
+    n = x.shape[-1]
+    rows = x.numel() // n
+    y = torch.empty_like(x)
+    s = torch.empty_like(x) if residual is not None else x.new_empty(0)
+    mean = torch.empty(rows, device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    block, warps = _launch_config(n)
+    r = residual.contiguous() if residual is not None else x
+    _forward_kernel[(rows,)](x, r, s, y, weight, bias, mean, rstd, n, eps,
+                             HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=warps)
+    return y, s, mean, rstd
+
+
+@_forward.register_fake
+def _(x, residual, weight, bias, eps):
+    rows = x.numel() // x.shape[-1]
+    stats = x.new_empty(rows, dtype=torch.float32)
+    return torch.empty_like(x), (torch.empty_like(x) if residual is not None else x.new_empty(0)), stats, \
+        torch.empty_like(stats)
+
+
+@torch.library.custom_op("efficient_bert::add_layer_norm_backward", mutates_args=())
+def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    dy = dy.contiguous()
+    n = s.shape[-1]
+    rows = s.numel() // n
+    sms = torch.cuda.get_device_properties(s.device).multi_processor_count if s.is_cuda else 4
+    programs = max(1, min(rows, 4 * sms))
+    per_program = -(-rows // programs)
+    programs = -(-rows // per_program)
+    dx = torch.empty_like(s)
+    dw = torch.empty(programs, n, device=s.device, dtype=torch.float32)
+    db = torch.empty_like(dw)
+    block, warps = _launch_config(n)
+    _backward_kernel[(programs,)](dy, s, weight, mean, rstd, dx, dw, db, rows, n, per_program,
+                                  BLOCK=block, num_warps=warps)
+    return dx, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)
+
+
+@_backward.register_fake
+def _(dy, s, weight, mean, rstd):
+    return torch.empty_like(s), torch.empty_like(weight), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    x, residual, weight, _, _ = inputs
+    _, s, mean, rstd = output
+    ctx.has_residual = residual is not None
+    ctx.save_for_backward(s if ctx.has_residual else x, weight, mean, rstd)
+
+
+def _backward_rule(ctx, dy, _ds, _dmean, _drstd):
+    s, weight, mean, rstd = ctx.saved_tensors
+    dx, dw, db = _backward(dy, s.contiguous(), weight, mean, rstd)
+    return dx, (dx if ctx.has_residual else None), dw, db, None
+
+
+_forward.register_autograd(_backward_rule, setup_context=_setup_context)
+
+
+def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Optional[Tensor] = None) -> Tensor:
+    """``layer_norm(x + residual)`` over the last dimension, fused, output in ``x.dtype``."""
+    return _forward(x, residual, weight, bias, eps)[0]

@@ -1,0 +1,81 @@
+"""Load a pretrained encoder for a task from an HF export folder or a Composer checkpoint.
+
+Works for both model families (``mosaic_bert`` and HF ``bert``): the Composer checkpoints written
+by :class:`~efficient_bert.model.composer_mlm.ComposerMLM` carry the model's HF config, so the
+checkpoint alone rebuilds the model. A task head that the checkpoint lacks (a classifier on top
+of an MLM checkpoint) starts from the model's own initialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+import efficient_bert.model.mosaic_bert  # noqa: F401  (registers mosaic_bert with the Auto classes)
+
+log = logging.getLogger(__name__)
+
+TASKS = {"base": AutoModel, "masked_lm": AutoModelForMaskedLM, "sequence_classification": AutoModelForSequenceClassification}
+_NOT_CONFIG = ("model_type", "transformers_version", "architectures")
+
+
+def load_pretrained(path: str | Path, task: str = "masked_lm", **config_overrides: Any) -> PreTrainedModel:
+    """The model at ``path`` (an HF folder or a Composer ``.pt``) with the head for ``task``.
+
+    ``config_overrides`` (e.g. ``num_labels=3``) update the saved config before the model is built.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} has no config.json: not an HF export folder (expected the "
+                                    f"folder written by save_pretrained or the hf_export callback)")
+        return TASKS[task].from_pretrained(str(path), **config_overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: give an HF export folder or a Composer .pt file")
+    return _from_composer(path, task, config_overrides)
+
+
+def _from_composer(path: Path, task: str, overrides: dict[str, Any]) -> PreTrainedModel:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model_state = state["state"]["model"]
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable Composer checkpoint ({exc})") from exc
+    weights = {}
+    for key, value in model_state.items():
+        for prefix in ("module.", "model."):  # DDP wrapper, then ComposerMLM's wrapped module
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        weights[key] = value
+    extra = weights.pop("_extra_state", None)
+    if not isinstance(extra, dict) or "hf_config" not in extra:
+        raise ValueError(f"{path} holds no model config (written by an older version?); load its HF export "
+                         f"folder instead, or re-save it with this version")
+    saved = dict(extra["hf_config"])
+    model_type = saved["model_type"]
+    config = CONFIG_MAPPING[model_type](**{k: v for k, v in saved.items() if k not in _NOT_CONFIG})
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    model = TASKS[task].from_config(config)
+    if task == "base":
+        prefix = model.base_model_prefix + "."
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # BERT's pooler belongs to the classification head, not to what MLM pretraining trains
+    encoder_missing = [k for k in missing if "pooler" not in k
+                       and (task == "base" or k.startswith(model.base_model_prefix + "."))]
+    if encoder_missing:
+        raise ValueError(f"{path} does not match a {model_type} {task} model: missing "
+                         f"{', '.join(encoder_missing[:5])}{' ...' if len(encoder_missing) > 5 else ''}")
+    if missing:
+        log.info("new %s head parameters (not in the checkpoint): %s", task, ", ".join(missing))
+    if unexpected:
+        log.info("checkpoint parameters not used by the %s model: %s", task, ", ".join(unexpected))
+    model.tie_weights()
+    return model

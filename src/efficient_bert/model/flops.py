@@ -1,0 +1,30 @@
+"""Useful training FLOPs of a BERT-style masked LM, counted on real (non-pad) tokens only."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def mlm_training_flops(model: torch.nn.Module, attention_mask: torch.Tensor,
+                       labels: Optional[torch.Tensor] = None) -> float:
+    """Forward + backward (= 3x forward) FLOPs of one batch.
+
+    Per real token: 2 FLOPs per weight of every encoder matmul (embeddings are lookups). Per
+    sequence of length n and layer: 4 n^2 hidden for attention's two products. The MLM head
+    (transform + tied decoder) on every real token, or only on the labelled ones when the model
+    does sparse prediction (``model.sparse_prediction``). Padding is never counted, so MFU compares
+    padded and unpadded models on the same useful work.
+    """
+    cfg = model.config
+    lengths = attention_mask.sum(dim=1, dtype=torch.float64)
+    tokens = float(lengths.sum())
+    sparse = getattr(model, "sparse_prediction", False) and labels is not None
+    head_tokens = float((labels != -100).sum()) if sparse else tokens
+    head = (cfg.hidden_size + cfg.vocab_size) * cfg.hidden_size
+    # every 2-D weight outside the embeddings, less the head's transform (counted with the head)
+    encoder = sum(p.numel() for n, p in model.named_parameters()
+                  if "embeddings" not in n and p.dim() == 2) - cfg.hidden_size ** 2
+    attention = 4.0 * cfg.hidden_size * cfg.num_hidden_layers * float((lengths ** 2).sum())
+    return 3.0 * (2.0 * encoder * tokens + 2.0 * head * head_tokens + attention)

@@ -1,0 +1,101 @@
+"""Triton kernels against their PyTorch references, forward and backward.
+
+They run on a GPU. Without one, ``test_kernels_in_triton_interpreter`` runs this same file again
+under ``TRITON_INTERPRET=1``, which executes the kernels on CPU tensors (slowly, on small shapes).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from efficient_bert.kernels import add_layer_norm, add_layer_norm_reference, geglu, geglu_reference, triton_available
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton_device = pytest.mark.skipif(not triton_available() or not (torch.cuda.is_available() or INTERPRETED),
+                                         reason="needs triton and a CUDA GPU (or TRITON_INTERPRET=1)")
+ROWS, HIDDEN, INNER = (300, 768, 3072) if DEVICE == "cuda" else (37, 48, 40)
+# one bf16 rounding step at the output's magnitude; float32 agrees to accumulation order
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 6e-2}
+
+
+def _grads(out, inputs, grad):
+    return torch.autograd.grad(out, inputs, grad)
+
+
+def _close(a, b, dtype):
+    return torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+
+
+@needs_triton_device
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_layer_norm_matches_reference(dtype, with_residual):
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).to(dtype).requires_grad_()
+    residual = torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).to(dtype).requires_grad_() if with_residual else None
+    weight = (1 + 0.1 * torch.randn(HIDDEN, device=DEVICE, generator=g)).requires_grad_()
+    bias = (0.1 * torch.randn(HIDDEN, device=DEVICE, generator=g)).requires_grad_()
+    out = add_layer_norm(x, weight, bias, 1e-12, residual)
+    ref = add_layer_norm_reference(x, weight, bias, 1e-12, residual)
+    assert out.dtype == dtype and _close(out, ref, dtype)
+    inputs = [t for t in (x, residual, weight, bias) if t is not None]
+    grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
+    for a, b in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
+        assert a.dtype == b.dtype
+        # weight/bias gradients sum over rows: scale the tolerance with the row count
+        assert torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5,
+                              rtol=TOLERANCE[dtype])
+
+
+@needs_triton_device
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_geglu_matches_reference(dtype, with_bias):
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    h = (2 * torch.randn(ROWS, 2 * INNER, device=DEVICE, generator=g)).to(dtype).requires_grad_()
+    bias = torch.randn(2 * INNER, device=DEVICE, generator=g).requires_grad_() if with_bias else None
+    out, ref = geglu(h, bias), geglu_reference(h, bias)
+    assert out.shape == (ROWS, INNER) and out.dtype == dtype and _close(out, ref, dtype)
+    inputs = [t for t in (h, bias) if t is not None]
+    grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
+    for a, b in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
+        assert torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5,
+                              rtol=TOLERANCE[dtype])
+
+
+@needs_triton_device
+def test_model_with_triton_kernels_matches_torch_kernels():
+    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
+
+    size = dict(vocab_size=500, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=40,
+                hidden_dropout_prob=0.0, attention=("sdpa" if DEVICE == "cuda" else "eager"))
+    torch.manual_seed(0)
+    fused = MosaicBertForMaskedLM(MosaicBertConfig(kernels="triton", **size)).to(DEVICE)
+    plain = MosaicBertForMaskedLM(MosaicBertConfig(kernels="torch", **size)).to(DEVICE)
+    plain.load_state_dict(fused.state_dict())
+    ids = torch.randint(5, 500, (3, 20), device=DEVICE)
+    mask = (torch.arange(20, device=DEVICE)[None] < torch.tensor([[20], [7], [13]], device=DEVICE)).long()
+    labels = torch.where(torch.rand(ids.shape, device=DEVICE) < 0.3, ids, -100)
+    labels[:, 0] = ids[:, 0]
+    losses = []
+    for model in (fused, plain):
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+        losses.append(loss)
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or INTERPRETED or not triton_available(),
+                    reason="runs the kernels through the interpreter only when there is no GPU")
+def test_kernels_in_triton_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                             "-k", "not interpreter"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "9 passed" in result.stdout, result.stdout[-1000:]
