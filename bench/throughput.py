@@ -28,6 +28,8 @@ from efficient_bert.model.flops import mlm_training_flops
 VARIANTS = {
     "hf-eager": ("hf", dict(compile=False)),
     "hf-compiled": ("hf", dict(compile=True)),
+    "mosaic-triton": ("mosaic", dict(attention="triton", kernels="triton", compile=True)),
+    "mosaic-triton-inductor": ("mosaic", dict(attention="triton", kernels="torch", compile=True)),
     "mosaic-flex": ("mosaic", dict(attention="flex", kernels="torch", compile=True)),
     "mosaic-flex-triton": ("mosaic", dict(attention="flex", kernels="triton", compile=True)),
     "mosaic-sdpa": ("mosaic", dict(attention="sdpa", kernels="torch", compile=True)),

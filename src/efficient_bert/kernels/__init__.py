@@ -2,7 +2,7 @@
 
 The ops are registered with ``torch.library`` (forward, backward, fake tensors), so they work in
 eager mode, under autograd and inside ``torch.compile`` regions. Triton runs on CUDA devices only;
-:func:`triton_usable` says whether a tensor can take the Triton path.
+:func:`triton_usable` says whether tensors on a device can take the Triton path.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def triton_usable(x: torch.Tensor) -> bool:
+def triton_usable(device: torch.device) -> bool:
     # TRITON_INTERPRET=1 runs the kernels on CPU tensors (slowly), which lets them be debugged anywhere
-    return triton_available() and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+    return triton_available() and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
 
 
 from efficient_bert.kernels.geglu import geglu, geglu_reference  # noqa: E402
 from efficient_bert.kernels.layer_norm import add_layer_norm, add_layer_norm_reference  # noqa: E402
+from efficient_bert.kernels.short_attention import short_attention, short_attention_reference  # noqa: E402
 
-__all__ = ["add_layer_norm", "add_layer_norm_reference", "geglu", "geglu_reference", "triton_available",
-           "triton_usable"]
+__all__ = ["add_layer_norm", "add_layer_norm_reference", "geglu", "geglu_reference", "short_attention",
+           "short_attention_reference", "triton_available", "triton_usable"]

@@ -9,6 +9,8 @@ mask) is built once per forward by :func:`prepare_attention` and shared by all l
   key-padding bias.
 - ``flex``: FlexAttention over the packed tokens, no padding at all: ALiBi and the document mask
   are a ``score_mod`` and the block mask only visits the 128x128 tiles that touch one document.
+- ``triton``: our Triton kernel for sequences of at most 128 tokens: one tile per (sequence, head)
+  read straight from the packed tokens (``efficient_bert.kernels.short_attention``).
 - ``flash_attn``: flash-attn's varlen kernel with ``alibi_slopes`` (optional package).
 """
 
@@ -22,10 +24,13 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from efficient_bert.kernels import short_attention, triton_usable
+from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN
 from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes
 from efficient_bert.model.mosaic_bert.padding import Unpadded, pad
 
-BACKENDS = ("auto", "flash_attn", "flex", "sdpa", "eager")
+BACKENDS = ("auto", "flash_attn", "triton", "flex", "sdpa", "eager")
+NO_DROPOUT = ("flex", "triton")
 FLEX_BLOCK = 128
 
 
@@ -45,27 +50,38 @@ def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
-    """The backend to run; ``auto`` takes the fastest one that supports the device and settings.
+def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0,
+                    max_seqlen: Optional[int] = None) -> str:
+    """The backend to run; ``auto`` takes the fastest one that supports the device and the batch.
 
-    On CUDA: flash-attn if installed, else FlexAttention (fastest without flash-attn in
-    ``bench/throughput.py``; it has no attention dropout, so SDPA then). On CPU: SDPA.
+    On CUDA, fastest first (``bench/throughput.py``): flash-attn if installed, our Triton kernel
+    for sequences of at most 128 tokens, FlexAttention, SDPA; the Triton kernel and FlexAttention
+    have no attention dropout. On CPU: SDPA. Without a device (config checks) only the name and the
+    dropout setting are checked.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    if name == "flex" and dropout_p > 0:
-        raise ValueError("attention 'flex' has no attention dropout; set attention_probs_dropout_prob: 0.0 "
-                         "or choose attention: sdpa")
+    if name in NO_DROPOUT and dropout_p > 0:
+        raise ValueError(f"attention '{name}' has no attention dropout; set attention_probs_dropout_prob: 0.0 "
+                         f"or choose attention: sdpa")
     if name == "flash_attn" and not flash_attn_available():
         raise ValueError("attention 'flash_attn' needs the flash-attn package (pip install flash-attn); "
-                         "choose attention: auto to fall back to FlexAttention or SDPA")
+                         "choose attention: auto to fall back to our Triton kernel, FlexAttention or SDPA")
+    fits_triton = max_seqlen is None or max_seqlen <= TRITON_MAX_SEQLEN
+    if name == "triton" and device is not None and not triton_usable(device):
+        raise ValueError("attention 'triton' needs the triton package and a CUDA device; choose attention: auto")
+    if name == "triton" and not fits_triton:
+        raise ValueError(f"attention 'triton' handles sequences of at most {TRITON_MAX_SEQLEN} tokens, this batch "
+                         f"has {max_seqlen}; choose attention: auto (it falls back to FlexAttention or SDPA)")
     if name != "auto":
         return name
     if device is None or device.type != "cuda":
         return "sdpa"
     if flash_attn_available():
         return "flash_attn"
-    return "flex" if dropout_p == 0 else "sdpa"
+    if dropout_p > 0:
+        return "sdpa"
+    return "triton" if fits_triton and triton_usable(device) else "flex"
 
 
 def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -164,6 +180,12 @@ def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float 
     return out[0].transpose(0, 1)[:total].reshape(total, heads * dim)
 
 
+def triton_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    if dropout_p > 0:
+        raise ValueError("attention 'triton' has no attention dropout")
+    return short_attention(qkv, inputs.info.cu_seqlens, inputs.slopes, inputs.info.max_seqlen)
+
+
 def flash_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
     from flash_attn import flash_attn_varlen_qkvpacked_func
 
@@ -174,7 +196,7 @@ def flash_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float
 
 
 ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flex": flex_attention,
-             "flash_attn": flash_attention}
+             "triton": triton_attention, "flash_attn": flash_attention}
 
 
 def attend(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:

@@ -53,7 +53,7 @@ def use_triton(kernels: str, x: torch.Tensor) -> bool:
     """Whether the fused Triton kernels run for ``x`` (``auto``: whenever Triton can run on its device)."""
     if kernels == "torch":
         return False
-    usable = triton_usable(x)
+    usable = triton_usable(x.device)
     if kernels == "triton" and not usable:
         raise RuntimeError("kernels: triton needs the triton package and a CUDA device; use kernels: auto")
     return usable
@@ -150,7 +150,8 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         _, info = unpad(input_ids[..., None], attention_mask)
         device = input_ids.device
         backend = resolve_backend(self.config.attention, device,
-                                  self.config.attention_probs_dropout_prob if self.training else 0.0)
+                                  self.config.attention_probs_dropout_prob if self.training else 0.0,
+                                  info.max_seqlen)
         inputs = prepare_attention(backend, info, self.config.num_attention_heads, device,
                                    _compute_dtype(device, self.word_embeddings.weight.dtype))
         flat_ids = input_ids.flatten()[info.indices]
@@ -187,8 +188,12 @@ class MosaicBertLMHead(nn.Module):
         self.decoder = nn.Linear(h, config.vocab_size)
         self.decoder.weight = word_embeddings.weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(x))
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Logits of ``x`` and, given ``labels`` for the same rows, their cross-entropy (computed
+        here so that a compiled head fuses the float32 softmax instead of writing float32 logits)."""
+        logits = self.decoder(self.transform(x))
+        return logits, (None if labels is None else F.cross_entropy(logits.float(), labels))
 
 
 class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
@@ -219,11 +224,10 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
         (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits."""
         x, inputs = self.bert.encode(input_ids, attention_mask, token_type_ids)
         if labels is None:
-            return MaskedLMOutput(logits=pad(self.head(x), inputs.info))
+            return MaskedLMOutput(logits=pad(self.head(x)[0], inputs.info))
         flat_labels = labels.flatten()[inputs.info.indices]
         keep = flat_labels != -100
-        logits = self.head(x[keep])
-        loss = F.cross_entropy(logits.float(), flat_labels[keep])
+        logits, loss = self.head(x[keep], flat_labels[keep])
         return MaskedLMOutput(loss=loss, logits=logits)
 
 
