@@ -122,4 +122,26 @@ def test_kernels_in_triton_interpreter():
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                              "-k", "not interpreter"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "10 passed, 1 skipped" in result.stdout, result.stdout[-1000:]
+    assert "11 passed, 1 skipped" in result.stdout, result.stdout[-1000:]
+
+
+@needs_triton_device
+def test_fused_dropout_is_consistent_between_forward_and_backward():
+    g = torch.Generator(device=DEVICE).manual_seed(3)
+    x = torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).requires_grad_()
+    residual = torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).requires_grad_()
+    weight = torch.ones(HIDDEN, device=DEVICE, requires_grad=True)
+    bias = torch.zeros(HIDDEN, device=DEVICE, requires_grad=True)
+    p = 0.25
+    out = add_layer_norm(x, weight, bias, 1e-12, residual, dropout_p=p)
+    grad = torch.randn(out.shape, device=DEVICE, generator=g)
+    dx, dresidual = torch.autograd.grad(out, [x, residual], grad)
+    kept = dx != 0
+    # the branch's gradient is the residual's, masked and scaled by 1 / (1 - p)
+    assert torch.allclose(dx[kept], dresidual[kept] / (1 - p), atol=1e-5)
+    assert abs(1 - kept.float().mean().item() - p) < (0.03 if DEVICE == "cpu" else 0.005)
+    # and the forward used that same mask
+    ref = add_layer_norm_reference(torch.where(kept, x / (1 - p), 0.0), weight, bias, 1e-12, residual)
+    assert torch.allclose(out, ref, atol=1e-4)
+    again = add_layer_norm(x, weight, bias, 1e-12, residual, dropout_p=p)
+    assert not torch.equal(out, again)  # a fresh mask on every call

@@ -29,11 +29,24 @@ def test_alibi_slopes_follow_the_paper():
     assert torch.allclose(alibi_slopes(12), torch.tensor(twelve))
 
 
-def test_backends_agree_with_eager():
-    ids, mask = batch()
-    ref = tiny(attention="eager").bert(ids, mask)
-    out = tiny(attention="sdpa").bert(ids, mask)
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_backends_agree_with_eager(backend):
+    # 9 rows of up to 100 tokens: FlexAttention's 128-token tiles then hold several documents
+    ids, mask = batch(b=9, s=100, seed=3)
+    with torch.no_grad():  # FlexAttention has no CPU backward; the Triton backend is tested in test_kernels.py
+        ref = tiny(attention="eager").bert(ids, mask)
+        out = tiny(attention=backend).bert(ids, mask)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_auto_backend_choice():
+    from efficient_bert.model.mosaic_bert.attention import resolve_backend
+
+    assert resolve_backend("auto", torch.device("cpu")) == "sdpa"
+    with pytest.raises(ValueError, match="no attention dropout"):
+        resolve_backend("flex", dropout_p=0.1)
+    with pytest.raises(ValueError, match="at most 128 tokens"):
+        resolve_backend("triton", max_seqlen=256)
 
 
 def test_unpadded_batch_equals_each_sequence_alone():
@@ -76,7 +89,62 @@ def test_hf_round_trip_is_exact(tmp_path):
     assert torch.equal(model(ids, mask).logits, again(ids, mask).logits)
 
 
-@pytest.mark.parametrize("kw, message", [(dict(hidden_size=50), "divisible"), (dict(attention="flashy"), "unknown attention")])
+@pytest.mark.parametrize("kw, message", [(dict(hidden_size=50), "divisible"), (dict(attention="flashy"), "unknown attention"),
+                                         (dict(kernels="cuda"), "unknown kernels"),
+                                         (dict(attention="triton", attention_probs_dropout_prob=0.1), "no attention dropout")])
 def test_bad_config_is_a_clear_error(kw, message):
     with pytest.raises(ValueError, match=message):
         MosaicBertConfig(**{"num_attention_heads": 6, "hidden_size": 48, **kw})
+
+
+def test_auto_classes_load_our_exports(tmp_path):
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    from efficient_bert.model.mosaic_bert import MosaicBertForSequenceClassification, MosaicBertModel
+
+    model = tiny()
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "mosaic_bert"
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path), MosaicBertForMaskedLM)
+    encoder = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(encoder, MosaicBertModel)
+    ids, mask = batch()
+    assert torch.equal(encoder(ids, mask), model.bert(ids, mask))
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert isinstance(classifier, MosaicBertForSequenceClassification)
+    assert torch.equal(classifier.bert.word_embeddings.weight, model.bert.word_embeddings.weight)
+
+
+@pytest.mark.parametrize("num_labels, labels, problem", [
+    (3, torch.tensor([0, 2, 1, 1]), "single_label_classification"),
+    (1, torch.tensor([0.5, 1.0, 4.0, 2.5]), "regression"),
+    (2, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]), "multi_label_classification"),
+])
+def test_sequence_classification_losses_follow_hf(num_labels, labels, problem):
+    from efficient_bert.model.mosaic_bert import MosaicBertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = tiny().config
+    cfg.num_labels = num_labels
+    model = MosaicBertForSequenceClassification(cfg).eval()
+    ids, mask = batch()
+    out = model(ids, mask, labels=labels)
+    assert out.logits.shape == (4, num_labels) and model.config.problem_type == problem
+    # the pooled token is each row's first token: a row alone gives the same logits
+    alone = model(ids[1:2, :int(mask[1].sum())]).logits
+    assert torch.allclose(alone, out.logits[1:2], atol=1e-5)
+    with pytest.raises(ValueError, match="right padding"):
+        model(ids, mask.flip(1))
+
+
+def test_training_flops_count_sparse_prediction_exactly():
+    from efficient_bert.model.flops import mlm_training_flops
+
+    model = tiny()  # hidden 48, 2 layers, GLU 96, vocab padded to 512
+    mask = torch.zeros(2, 24, dtype=torch.long)
+    mask[0, :24], mask[1, :10] = 1, 1
+    labels = torch.full((2, 24), -100)
+    labels[0, :3], labels[1, :2] = 7, 7
+    per_layer = 48 * 144 + 48 * 48 + 48 * 192 + 96 * 48  # qkv, attention out, GLU in, GLU out
+    encoder, head, attention = 2 * 2 * per_layer * 34, 2 * (48 + 512) * 48 * 5, 4 * 48 * 2 * (24 ** 2 + 10 ** 2)
+    assert mlm_training_flops(model, mask, labels) == 3 * (encoder + head + attention)

@@ -45,3 +45,35 @@ def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir):
     assert "has no option 'lrr' (did you mean 'lr'?)" in done.stderr
     done = run_main(TINY, "tokenizer.path=/does/not/exist")
     assert done.returncode == 2 and "tokenizer directory not found" in done.stderr
+
+
+@pytest.mark.slow
+def test_mosaic_bert_pretrains_and_its_checkpoint_loads_for_fine_tuning(tmp_path, tokenizer_dir, token_mds):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from efficient_bert.model.checkpoint import load_pretrained
+    from efficient_bert.model.mosaic_bert import MosaicBertForMaskedLM, MosaicBertForSequenceClassification
+
+    out = tmp_path / "run"
+    done = run_main(TINY, "model.name=mosaic_bert", f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}",
+                    f"save_folder={out}", "loggers.wandb=null")
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = [r["eval/LanguageCrossEntropy"] for r in json.loads((out / "eval_history.json").read_text())]
+    assert losses[-1] < losses[0] - 1.0
+
+    exported = AutoModelForMaskedLM.from_pretrained(out / "hf").eval()
+    assert isinstance(exported, MosaicBertForMaskedLM) and exported.config.vocab_size == 2048  # 2000 -> 64k
+    checkpoint = next(out.glob("*ba30-rank0.pt"))
+    from_checkpoint = load_pretrained(checkpoint, "masked_lm").eval()
+    ids = torch.randint(5, 2000, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 25:] = 0
+    assert torch.equal(exported(ids, mask).logits, from_checkpoint(ids, mask).logits)
+
+    classifier = load_pretrained(checkpoint, "sequence_classification", num_labels=3).eval()
+    assert isinstance(classifier, MosaicBertForSequenceClassification)
+    for name, weight in classifier.bert.state_dict().items():
+        assert torch.equal(weight, exported.bert.state_dict()[name]), name
+    out_cls = classifier(ids, mask, labels=torch.tensor([0, 2]))
+    assert out_cls.logits.shape == (2, 3) and torch.isfinite(out_cls.loss)

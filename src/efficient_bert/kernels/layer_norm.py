@@ -1,9 +1,11 @@
-"""Fused residual-add + LayerNorm in low precision (Triton), forward and backward.
+"""Fused dropout + residual-add + LayerNorm in low precision (Triton), forward and backward.
 
-``add_layer_norm(x, weight, bias, eps, residual)`` is ``layer_norm(x + residual)`` in one pass:
-statistics in float32, output in ``x.dtype`` (bf16 under autocast, where PyTorch's LayerNorm would
-return float32 and double the traffic of the residual stream). The backward recomputes the
-normalized input from the saved sum and per-row mean and 1/std.
+``add_layer_norm(x, weight, bias, eps, residual, dropout_p)`` is
+``layer_norm(dropout(x) + residual)`` in one pass: statistics in float32, output in ``x.dtype``
+(bf16 under autocast, where PyTorch's LayerNorm would return float32 and double the traffic of
+the residual stream). The dropout mask is never stored: it is regenerated from a seed and the
+element offsets in the backward, which recomputes the normalized input from the saved sum and the
+per-row mean and 1/std.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ except ImportError:  # CPU-only installs: the PyTorch reference is used
 
 
 def add_layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
-                             residual: Optional[Tensor] = None) -> Tensor:
+                             residual: Optional[Tensor] = None, dropout_p: float = 0.0) -> Tensor:
+    x = F.dropout(x, dropout_p) if dropout_p > 0 else x
     s = x if residual is None else (x.float() + residual.float()).to(x.dtype)
     return F.layer_norm(s.float(), s.shape[-1:], weight.float(), bias.float(), eps).to(x.dtype)
 
@@ -30,11 +33,15 @@ def add_layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float
 if triton is not None:
 
     @triton.jit
-    def _forward_kernel(X, R, S, Y, W, B, Mean, Rstd, n, eps, HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+    def _forward_kernel(X, R, S, Y, W, B, Mean, Rstd, Seed, n, eps, p, HAS_RESIDUAL: tl.constexpr,
+                        HAS_DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < n
         x = tl.load(X + row * n + cols, mask=inside, other=0.0).to(tl.float32)
+        if HAS_DROPOUT:
+            keep = tl.rand(tl.load(Seed), (row * n + cols).to(tl.int32)) >= p
+            x = tl.where(keep, x / (1.0 - p), 0.0)
         if HAS_RESIDUAL:
             x += tl.load(R + row * n + cols, mask=inside, other=0.0).to(tl.float32)
             # round the sum as an unfused add would, and keep it for the backward
@@ -51,7 +58,8 @@ if triton is not None:
         tl.store(Rstd + row, rstd)
 
     @triton.jit
-    def _backward_kernel(DY, S, W, Mean, Rstd, DX, DW, DB, rows, n, rows_per_program, BLOCK: tl.constexpr):
+    def _backward_kernel(DY, S, W, Mean, Rstd, Seed, DX, DXB, DW, DB, rows, n, rows_per_program, p,
+                         HAS_DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         inside = cols < n
@@ -70,7 +78,11 @@ if triton is not None:
             wdy = w * dy
             c1 = tl.sum(xhat * wdy, axis=0) / n
             c2 = tl.sum(wdy, axis=0) / n
-            tl.store(DX + offset, ((wdy - (xhat * c1 + c2)) * rstd).to(DX.dtype.element_ty), mask=inside)
+            dx = (wdy - (xhat * c1 + c2)) * rstd
+            tl.store(DX + offset, dx.to(DX.dtype.element_ty), mask=inside)
+            if HAS_DROPOUT:  # the dropped branch's gradient: the same mask, regenerated
+                keep = tl.rand(tl.load(Seed), offset.to(tl.int32)) >= p
+                tl.store(DXB + offset, tl.where(keep, dx / (1.0 - p), 0.0).to(DXB.dtype.element_ty), mask=inside)
             dw += dy * xhat
             db += dy
         tl.store(DW + pid * n + cols, dw, mask=inside)
@@ -83,8 +95,8 @@ def _launch_config(n: int) -> tuple[int, int]:
 
 
 @torch.library.custom_op("efficient_bert::add_layer_norm_forward", mutates_args=())
-def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor,
-             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float, dropout_p: float,
+             seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x = x.contiguous()
     n = x.shape[-1]
     rows = x.numel() // n
@@ -94,13 +106,14 @@ def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor
     rstd = torch.empty_like(mean)
     block, warps = _launch_config(n)
     r = residual.contiguous() if residual is not None else x
-    _forward_kernel[(rows,)](x, r, s, y, weight, bias, mean, rstd, n, eps,
-                             HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=warps)
+    _forward_kernel[(rows,)](x, r, s, y, weight, bias, mean, rstd, seed if seed is not None else mean, n, eps,
+                             dropout_p, HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
+                             num_warps=warps)
     return y, s, mean, rstd
 
 
 @_forward.register_fake
-def _(x, residual, weight, bias, eps):
+def _(x, residual, weight, bias, eps, dropout_p, seed):
     rows = x.numel() // x.shape[-1]
     stats = x.new_empty(rows, dtype=torch.float32)
     return torch.empty_like(x), (torch.empty_like(x) if residual is not None else x.new_empty(0)), stats, \
@@ -108,7 +121,8 @@ def _(x, residual, weight, bias, eps):
 
 
 @torch.library.custom_op("efficient_bert::add_layer_norm_backward", mutates_args=())
-def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, dropout_p: float,
+              seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     dy = dy.contiguous()
     n = s.shape[-1]
     rows = s.numel() // n
@@ -117,35 +131,48 @@ def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor)
     per_program = -(-rows // programs)
     programs = -(-rows // per_program)
     dx = torch.empty_like(s)
+    dx_branch = torch.empty_like(s) if dropout_p > 0 else s.new_empty(0)
     dw = torch.empty(programs, n, device=s.device, dtype=torch.float32)
     db = torch.empty_like(dw)
     block, warps = _launch_config(n)
-    _backward_kernel[(programs,)](dy, s, weight, mean, rstd, dx, dw, db, rows, n, per_program,
-                                  BLOCK=block, num_warps=warps)
-    return dx, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)
+    _backward_kernel[(programs,)](dy, s, weight, mean, rstd, seed if seed is not None else mean, dx, dx_branch, dw,
+                                  db, rows, n, per_program, dropout_p, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
+                                  num_warps=warps)
+    return dx, dx_branch, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)
 
 
 @_backward.register_fake
-def _(dy, s, weight, mean, rstd):
-    return torch.empty_like(s), torch.empty_like(weight), torch.empty_like(weight)
+def _(dy, s, weight, mean, rstd, dropout_p, seed):
+    return torch.empty_like(s), (torch.empty_like(s) if dropout_p > 0 else s.new_empty(0)), \
+        torch.empty_like(weight), torch.empty_like(weight)
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, _, _ = inputs
+    x, residual, weight, _, _, dropout_p, seed = inputs
     _, s, mean, rstd = output
     ctx.has_residual = residual is not None
-    ctx.save_for_backward(s if ctx.has_residual else x, weight, mean, rstd)
+    ctx.dropout_p = dropout_p
+    ctx.save_for_backward(s if ctx.has_residual else x, weight, mean, rstd, seed)
 
 
 def _backward_rule(ctx, dy, _ds, _dmean, _drstd):
-    s, weight, mean, rstd = ctx.saved_tensors
-    dx, dw, db = _backward(dy, s.contiguous(), weight, mean, rstd)
-    return dx, (dx if ctx.has_residual else None), dw, db, None
+    s, weight, mean, rstd, seed = ctx.saved_tensors
+    dx, dx_branch, dw, db = _backward(dy, s.contiguous(), weight, mean, rstd, ctx.dropout_p, seed)
+    d_input = dx_branch if ctx.dropout_p > 0 else dx
+    return d_input, (dx if ctx.has_residual else None), dw, db, None, None, None
 
 
 _forward.register_autograd(_backward_rule, setup_context=_setup_context)
 
 
-def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Optional[Tensor] = None) -> Tensor:
-    """``layer_norm(x + residual)`` over the last dimension, fused, output in ``x.dtype``."""
-    return _forward(x, residual, weight, bias, eps)[0]
+def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Optional[Tensor] = None,
+                   dropout_p: float = 0.0) -> Tensor:
+    """``layer_norm(dropout(x) + residual)`` over the last dimension, fused, output in ``x.dtype``.
+
+    Dropout needs a residual (the post-LN pattern ``norm(residual + dropout(branch))``).
+    """
+    if dropout_p > 0 and residual is None:
+        raise ValueError("add_layer_norm: dropout is fused only together with a residual")
+    # the seed stays on the device (no host sync, traceable by torch.compile)
+    seed = torch.randint(0, 2 ** 31 - 1, (1,), device=x.device) if dropout_p > 0 else None
+    return _forward(x, residual, weight, bias, eps, dropout_p, seed)[0]

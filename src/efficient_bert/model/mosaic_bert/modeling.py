@@ -16,7 +16,7 @@ from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutp
 
 from efficient_bert.kernels import add_layer_norm, geglu, geglu_reference, triton_usable
 from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, prepare_attention, resolve_backend
-from efficient_bert.model.mosaic_bert.padding import pad, unpad
+from efficient_bert.model.mosaic_bert.padding import Unpadded, pad, unpad
 
 KERNELS = ("auto", "triton", "torch")
 
@@ -59,10 +59,13 @@ def use_triton(kernels: str, x: torch.Tensor) -> bool:
     return usable
 
 
-def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, residual: Optional[torch.Tensor], fused: bool) -> torch.Tensor:
-    """``norm(x + residual)``; fused, it runs in one low-precision Triton pass."""
+def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, residual: Optional[torch.Tensor], fused: bool,
+               dropout_p: float = 0.0) -> torch.Tensor:
+    """``norm(dropout(x) + residual)``; fused, it runs in one low-precision Triton pass."""
     if fused:
-        return add_layer_norm(x, norm.weight, norm.bias, norm.eps, residual)
+        return add_layer_norm(x, norm.weight, norm.bias, norm.eps, residual, dropout_p)
+    if dropout_p > 0:
+        x = F.dropout(x, dropout_p)
     return norm(x if residual is None else x + residual)
 
 
@@ -83,19 +86,20 @@ class MosaicBertLayer(nn.Module):
 
     def attention(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
         qkv = self.qkv(x).view(x.shape[0], 3, self.heads, -1)
-        out = attend(qkv, inputs, self.attention_dropout if self.training else 0.0)
-        return self.dropout(self.attn_out(out))
+        return self.attn_out(attend(qkv, inputs, self.attention_dropout if self.training else 0.0))
 
     def mlp(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
         glu = geglu if fused else geglu_reference
-        return self.dropout(self.mlp_out(glu(self.gated(x), self.gated.bias)))
+        return self.mlp_out(glu(self.gated(x), self.gated.bias))
 
     def forward(self, x: torch.Tensor, inputs: AttentionInputs, fused: bool = False) -> torch.Tensor:
         if self.prenorm:
-            x = x + self.attention(layer_norm(self.attn_norm, x, None, fused), inputs)
-            return x + self.mlp(layer_norm(self.mlp_norm, x, None, fused), fused)
-        x = layer_norm(self.attn_norm, self.attention(x, inputs), x, fused)
-        return layer_norm(self.mlp_norm, self.mlp(x, fused), x, fused)
+            x = x + self.dropout(self.attention(layer_norm(self.attn_norm, x, None, fused), inputs))
+            return x + self.dropout(self.mlp(layer_norm(self.mlp_norm, x, None, fused), fused))
+        # post-LN: norm(x + dropout(branch)), the dropout fused into the norm's kernel
+        p = self.dropout.p if self.training else 0.0
+        x = layer_norm(self.attn_norm, self.attention(x, inputs), x, fused, p)
+        return layer_norm(self.mlp_norm, self.mlp(x, fused), x, fused, p)
 
 
 class MosaicBertPreTrainedModel(PreTrainedModel):
@@ -140,14 +144,21 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.word_embeddings = value
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-               token_type_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, AttentionInputs]:
-        """Hidden states of the real tokens, (total_tokens, hidden), and where they sit."""
+    @staticmethod
+    def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> Unpadded:
+        """Where the real tokens are (one host sync: the token count decides every shape after)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        return unpad(input_ids[..., None], attention_mask)[1]
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+               token_type_ids: Optional[torch.Tensor] = None, info: Optional[Unpadded] = None
+               ) -> tuple[torch.Tensor, AttentionInputs]:
+        """Hidden states of the real tokens, (total_tokens, hidden), and where they sit."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        _, info = unpad(input_ids[..., None], attention_mask)
+        if info is None:
+            info = self.locate_tokens(input_ids, attention_mask)
         device = input_ids.device
         backend = resolve_backend(self.config.attention, device,
                                   self.config.attention_probs_dropout_prob if self.training else 0.0,
@@ -222,12 +233,15 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
                 **_) -> MaskedLMOutput:
         """With ``labels``, logits are computed only at labelled (masked) positions: shape
         (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits."""
-        x, inputs = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        info = self.bert.locate_tokens(input_ids, attention_mask)
         if labels is None:
-            return MaskedLMOutput(logits=pad(self.head(x)[0], inputs.info))
-        flat_labels = labels.flatten()[inputs.info.indices]
-        keep = flat_labels != -100
-        logits, loss = self.head(x[keep], flat_labels[keep])
+            x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
+            return MaskedLMOutput(logits=pad(self.head(x)[0], info))
+        flat_labels = labels.flatten()[info.indices]
+        # find the masked tokens now, before the encoder is queued, so the host never waits mid-step
+        masked = torch.nonzero(flat_labels != -100).flatten()
+        x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
+        logits, loss = self.head(x.index_select(0, masked), flat_labels.index_select(0, masked))
         return MaskedLMOutput(loss=loss, logits=logits)
 
 
