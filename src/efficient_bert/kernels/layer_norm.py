@@ -3,8 +3,8 @@
 ``add_layer_norm(x, weight, bias, eps, residual, dropout_p)`` is
 ``layer_norm(dropout(x) + residual)`` in one pass: statistics in float32, output in ``x.dtype``
 (bf16 under autocast, where PyTorch's LayerNorm would return float32 and double the traffic of
-the residual stream). The dropout mask is never stored: it is regenerated from a seed and the
-element offsets in the backward, which recomputes the normalized input from the saved sum and the
+the residual stream). The dropout mask is never stored: it is regenerated from a seed and the row
+in the backward (p is rounded to a multiple of 2^-16), which recomputes the normalized input from the saved sum and the
 per-row mean and 1/std.
 """
 
@@ -33,15 +33,24 @@ def add_layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float
 if triton is not None:
 
     @triton.jit
-    def _forward_kernel(X, R, S, Y, W, B, Mean, Rstd, Seed, n, eps, p, HAS_RESIDUAL: tl.constexpr,
+    def _keep_mask(Seed, row, threshold, BLOCK: tl.constexpr):
+        """Dropout's keep decisions for one row: 8 per Philox call, each from 16 random bits
+        (keep iff u >= threshold = round(p * 2^16)), the same in the forward and the backward."""
+        offsets = (row * (BLOCK // 8) + tl.arange(0, BLOCK // 8)).to(tl.int32)
+        r0, r1, r2, r3 = tl.randint4x(tl.load(Seed), offsets)
+        a = tl.join(tl.join(r0 & 0xFFFF, r0 >> 16), tl.join(r1 & 0xFFFF, r1 >> 16))
+        b = tl.join(tl.join(r2 & 0xFFFF, r2 >> 16), tl.join(r3 & 0xFFFF, r3 >> 16))
+        return tl.reshape(tl.join(a, b), (BLOCK,)) >= threshold
+
+    @triton.jit
+    def _forward_kernel(X, R, S, Y, W, B, Mean, Rstd, Seed, n, eps, p, threshold, HAS_RESIDUAL: tl.constexpr,
                         HAS_DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < n
         x = tl.load(X + row * n + cols, mask=inside, other=0.0).to(tl.float32)
         if HAS_DROPOUT:
-            keep = tl.rand(tl.load(Seed), (row * n + cols).to(tl.int32)) >= p
-            x = tl.where(keep, x / (1.0 - p), 0.0)
+            x = tl.where(_keep_mask(Seed, row, threshold, BLOCK), x / (1.0 - p), 0.0)
         if HAS_RESIDUAL:
             x += tl.load(R + row * n + cols, mask=inside, other=0.0).to(tl.float32)
             # round the sum as an unfused add would, and keep it for the backward
@@ -58,7 +67,7 @@ if triton is not None:
         tl.store(Rstd + row, rstd)
 
     @triton.jit
-    def _backward_kernel(DY, S, W, Mean, Rstd, Seed, DX, DXB, DW, DB, rows, n, rows_per_program, p,
+    def _backward_kernel(DY, S, W, Mean, Rstd, Seed, DX, DXB, DW, DB, rows, n, rows_per_program, p, threshold,
                          HAS_DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
@@ -81,12 +90,16 @@ if triton is not None:
             dx = (wdy - (xhat * c1 + c2)) * rstd
             tl.store(DX + offset, dx.to(DX.dtype.element_ty), mask=inside)
             if HAS_DROPOUT:  # the dropped branch's gradient: the same mask, regenerated
-                keep = tl.rand(tl.load(Seed), offset.to(tl.int32)) >= p
+                keep = _keep_mask(Seed, row, threshold, BLOCK)
                 tl.store(DXB + offset, tl.where(keep, dx / (1.0 - p), 0.0).to(DXB.dtype.element_ty), mask=inside)
             dw += dy * xhat
             db += dy
         tl.store(DW + pid * n + cols, dw, mask=inside)
         tl.store(DB + pid * n + cols, db, mask=inside)
+
+
+def _threshold(dropout_p: float) -> int:
+    return round(dropout_p * 2 ** 16)
 
 
 def _launch_config(n: int) -> tuple[int, int]:
@@ -107,7 +120,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor
     block, warps = _launch_config(n)
     r = residual.contiguous() if residual is not None else x
     _forward_kernel[(rows,)](x, r, s, y, weight, bias, mean, rstd, seed if seed is not None else mean, n, eps,
-                             dropout_p, HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
+                             dropout_p, _threshold(dropout_p), HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
                              num_warps=warps)
     return y, s, mean, rstd
 
@@ -136,7 +149,7 @@ def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor,
     db = torch.empty_like(dw)
     block, warps = _launch_config(n)
     _backward_kernel[(programs,)](dy, s, weight, mean, rstd, seed if seed is not None else mean, dx, dx_branch, dw,
-                                  db, rows, n, per_program, dropout_p, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
+                                  db, rows, n, per_program, dropout_p, _threshold(dropout_p), HAS_DROPOUT=dropout_p > 0, BLOCK=block,
                                   num_warps=warps)
     return dx, dx_branch, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)
 
