@@ -135,9 +135,6 @@ def run_variant(variant: str, batches: list[dict], args, peak_tflops: float) -> 
                     torch.cuda.max_memory_allocated() / 2 ** 30, achieved, achieved / peak_tflops)
     if args.profile == variant:
         profile(step, batches)
-    del model, optimizer
-    gc.collect()
-    torch.cuda.empty_cache()
     return result
 
 
@@ -196,12 +193,14 @@ def main(argv=None) -> None:
     results = []
     for variant in variants:
         try:
-            results.append(run_variant(variant, batches, args, peak))
+            results.append(run_variant(variant, batches, args, peak))  # the model is freed on return
+            gc.collect()
+            torch.cuda.empty_cache()
         except Exception as exc:  # one broken variant must not hide the others' numbers
             print(f"  {variant}: FAILED {type(exc).__name__}: {str(exc)[:400]}", flush=True)
             torch.cuda.empty_cache()
     by_name = {r.variant: r for r in results}
-    print(f"\n| variant | real tok/s | step ms | peak GiB | TFLOP/s | MFU | vs HF eager | vs HF compiled |")
+    print("\n| variant | real tok/s | step ms | peak GiB | TFLOP/s | MFU | vs HF eager | vs HF compiled |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         ratios = [f"{r.real_tokens_per_s / by_name[b].real_tokens_per_s:.2f}x" if b in by_name else "-"
