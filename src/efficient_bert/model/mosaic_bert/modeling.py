@@ -16,7 +16,7 @@ from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutp
 
 from efficient_bert.kernels import add_layer_norm, geglu, geglu_reference, triton_usable
 from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, prepare_attention, resolve_backend
-from efficient_bert.model.mosaic_bert.padding import Unpadded, pad, unpad
+from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
 
 KERNELS = ("auto", "triton", "torch")
 
@@ -146,10 +146,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
 
     @staticmethod
     def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> Unpadded:
-        """Where the real tokens are (one host sync: the token count decides every shape after)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        return unpad(input_ids[..., None], attention_mask)[1]
+        return locate(attention_mask if attention_mask is not None else torch.ones_like(input_ids))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                token_type_ids: Optional[torch.Tensor] = None, info: Optional[Unpadded] = None

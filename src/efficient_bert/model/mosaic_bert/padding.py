@@ -19,18 +19,17 @@ class Unpadded:
     seqlen: int
 
 
-def unpad(hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, Unpadded]:
-    """(batch, seq, ...) -> (total_tokens, ...) keeping only positions where the mask is 1."""
+def locate(attention_mask: torch.Tensor) -> Unpadded:
+    """Where the real tokens of a (batch, seq) mask are (a host sync: the count sets every shape after)."""
     batch, seqlen = attention_mask.shape
     lengths = attention_mask.sum(dim=1, dtype=torch.int32)
     indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
     cu_seqlens = F.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
-    info = Unpadded(indices, cu_seqlens, int(lengths.max()), batch, seqlen)
-    return hidden.reshape(batch * seqlen, *hidden.shape[2:])[indices], info
+    return Unpadded(indices, cu_seqlens, int(lengths.max()), batch, seqlen)
 
 
 def pad(unpadded: torch.Tensor, info: Unpadded) -> torch.Tensor:
-    """Inverse of :func:`unpad`; padding positions are zero."""
+    """(total_tokens, ...) -> (batch, seq, ...) at the positions of :func:`locate`; padding is zero."""
     out = unpadded.new_zeros(info.batch * info.seqlen, *unpadded.shape[1:])
     out[info.indices] = unpadded
     return out.view(info.batch, info.seqlen, *unpadded.shape[1:])
