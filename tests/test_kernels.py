@@ -28,6 +28,14 @@ def _grads(out, inputs, grad):
     return torch.autograd.grad(out, inputs, grad)
 
 
+def _assert_grads_close(out, ref, inputs, grad, dtype):
+    for a, b in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
+        assert a.dtype == b.dtype
+        # weight/bias gradients sum over rows: scale the tolerance with the row count
+        atol = TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5
+        assert torch.allclose(a.float(), b.float(), atol=atol, rtol=TOLERANCE[dtype])
+
+
 def _close(a, b, dtype):
     return torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
 
@@ -46,11 +54,7 @@ def test_add_layer_norm_matches_reference(dtype, with_residual):
     assert out.dtype == dtype and _close(out, ref, dtype)
     inputs = [t for t in (x, residual, weight, bias) if t is not None]
     grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
-    for a, b in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
-        assert a.dtype == b.dtype
-        # weight/bias gradients sum over rows: scale the tolerance with the row count
-        assert torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5,
-                              rtol=TOLERANCE[dtype])
+    _assert_grads_close(out, ref, inputs, grad, dtype)
 
 
 @needs_triton_device
@@ -64,9 +68,7 @@ def test_geglu_matches_reference(dtype, with_bias):
     assert out.shape == (ROWS, INNER) and out.dtype == dtype and _close(out, ref, dtype)
     inputs = [t for t in (h, bias) if t is not None]
     grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
-    for a, b in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad)):
-        assert torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5,
-                              rtol=TOLERANCE[dtype])
+    _assert_grads_close(out, ref, inputs, grad, dtype)
 
 
 @needs_triton_device

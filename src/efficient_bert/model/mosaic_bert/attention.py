@@ -164,8 +164,6 @@ def _flex_kernel(device_type: str):
 
 
 def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    if dropout_p > 0:
-        raise ValueError("attention 'flex' has no attention dropout")
     total, _, heads, dim = qkv.shape
     padded = inputs.doc_ids.shape[0]
     q, k, v = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, padded - total)).permute(1, 2, 0, 3)[:, None].unbind(0)
@@ -181,8 +179,6 @@ def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float 
 
 
 def triton_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    if dropout_p > 0:
-        raise ValueError("attention 'triton' has no attention dropout")
     return short_attention(qkv, inputs.info.cu_seqlens, inputs.slopes, inputs.info.max_seqlen)
 
 
@@ -200,4 +196,5 @@ ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flex": flex_atte
 
 
 def attend(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    """Run ``inputs.backend``, which :func:`resolve_backend` chose for this dropout setting."""
     return ATTENTION[inputs.backend](qkv, inputs, dropout_p)
