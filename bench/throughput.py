@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from efficient_bert.model.composer_mlm import model_inputs
 from efficient_bert.model.flops import mlm_training_flops
 
 # name -> (family, options); mosaic options: attention backend, kernels, regional compile
@@ -29,6 +30,7 @@ VARIANTS = {
     "hf-eager": ("hf", dict(compile=False)),
     "hf-compiled": ("hf", dict(compile=True)),
     "mosaic-triton": ("mosaic", dict(attention="triton", kernels="triton", compile=True)),
+    "mosaic-triton-cpp": ("mosaic", dict(attention="triton", kernels="triton", compile=True, cpp_wrapper=True)),
     "mosaic-triton-inductor": ("mosaic", dict(attention="triton", kernels="torch", compile=True)),
     "mosaic-flex": ("mosaic", dict(attention="flex", kernels="torch", compile=True)),
     "mosaic-flex-triton": ("mosaic", dict(attention="flex", kernels="triton", compile=True)),
@@ -72,7 +74,10 @@ def make_batches(n: int, batch: int, seq: int, vocab: int, args, device) -> list
         inputs = torch.where(chosen & (action < 0.8), torch.full_like(ids, MASK_ID), ids)
         random_ids = torch.randint(FIRST_REGULAR_ID, vocab, (batch, seq), generator=g)
         inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
-        out.append({k: v.to(device) for k, v in dict(input_ids=inputs, attention_mask=mask, labels=labels).items()})
+        tensors = dict(input_ids=inputs, attention_mask=mask, labels=labels)
+        # with the host-side counts our collator adds to every batch
+        out.append({**{k: v.to(device) for k, v in tensors.items()}, "seq_lengths": mask.sum(1).tolist(),
+                    "masked_counts": (labels != -100).sum(1).tolist()})
     return out
 
 
@@ -92,7 +97,7 @@ def build(variant: str, size: dict, vocab: int, seq: int) -> torch.nn.Module:
                            kernels=opts["kernels"], attention_probs_dropout_prob=0.0, **size)
     model = MosaicBertForMaskedLM(cfg)
     if opts["compile"]:
-        model.compile_regions()
+        model.compile_regions(**({"options": {"cpp_wrapper": True}} if opts.get("cpp_wrapper") else {}))
     return model
 
 
@@ -103,7 +108,7 @@ def run_variant(variant: str, batches: list[dict], args, peak_tflops: float) -> 
 
     def step(batch):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(**batch).loss
+            loss = model(**model_inputs(model, batch)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -129,7 +134,8 @@ def run_variant(variant: str, batches: list[dict], args, peak_tflops: float) -> 
     for i in range(args.steps):
         batch = batches[i % len(batches)]
         tokens += float(batch["attention_mask"].sum())
-        flops += mlm_training_flops(model, batch["attention_mask"], batch["labels"])
+        flops += mlm_training_flops(model, batch["attention_mask"], batch["labels"], batch["seq_lengths"],
+                                    batch["masked_counts"])
     achieved = flops / seconds / 1e12
     result = Result(variant, tokens / seconds, 1000 * seconds / args.steps,
                     torch.cuda.max_memory_allocated() / 2 ** 30, achieved, achieved / peak_tflops)

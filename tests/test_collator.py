@@ -16,6 +16,9 @@ def test_masking_statistics_and_labels(tokenizer):
     assert batch["input_ids"].shape[1] % 8 == 0 and batch["input_ids"].shape[1] == 128
     assert batch["sample_id"].tolist() == list(range(256))
     assert torch.equal(batch["attention_mask"], (original != tokenizer.pad_token_id).long())
+    # host-side counts for unpadded models, one per row
+    assert batch["seq_lengths"] == [len(e["input_ids"]) for e in examples]
+    assert batch["masked_counts"] == (batch["labels"] != -100).sum(dim=1).tolist()
 
     selected = batch["labels"] != -100
     special = torch.isin(original, collator.special_ids)

@@ -27,7 +27,9 @@ def test_two_workers_see_every_sample_exactly_once(token_mds, tokenizer):
                                 persistent_workers=False)
     ids, tokens = [], 0
     for batch in spec.dataloader:
-        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "sample_id"}
+        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "sample_id",
+                              "seq_lengths", "masked_counts"}
+        assert batch["seq_lengths"] == [64] * len(batch["sample_id"])
         assert batch["input_ids"].shape[1] == 64
         ids += batch["sample_id"].tolist()
         tokens += spec.get_num_tokens_in_batch(batch)

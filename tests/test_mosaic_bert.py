@@ -148,3 +148,34 @@ def test_training_flops_count_sparse_prediction_exactly():
     per_layer = 48 * 144 + 48 * 48 + 48 * 192 + 96 * 48  # qkv, attention out, GLU in, GLU out
     encoder, head, attention = 2 * 2 * per_layer * 34, 2 * (48 + 512) * 48 * 5, 4 * 48 * 2 * (24 ** 2 + 10 ** 2)
     assert mlm_training_flops(model, mask, labels) == 3 * (encoder + head + attention)
+    assert mlm_training_flops(model, mask, labels, [24, 10], [3, 2]) == 3 * (encoder + head + attention)
+
+
+def test_host_counts_give_the_same_step_and_are_checked():
+    """seq_lengths/masked_counts (the collator's host-side counts) only spare a sync; outputs are equal."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from efficient_bert.model.composer_mlm import model_inputs
+
+    model = tiny().train()
+    ids, mask = batch()
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(3)) < 0.3, ids, -100)
+    labels[mask == 0] = -100
+    counts = dict(seq_lengths=mask.sum(1).tolist(), masked_counts=(labels != -100).sum(1).tolist())
+    torch.manual_seed(5)
+    plain = model(ids, mask, labels=labels)
+    torch.manual_seed(5)
+    counted = model(ids, mask, labels=labels, **counts)
+    assert torch.equal(plain.logits, counted.logits) and torch.equal(plain.loss, counted.loss)
+    with pytest.raises(ValueError, match="seq_lengths"):
+        model(ids, mask, labels=labels, seq_lengths=[24] * 4)
+    with pytest.raises(ValueError, match="masked_counts"):
+        model(ids, mask, labels=labels, seq_lengths=counts["seq_lengths"], masked_counts=[0, 0, 0, 1])
+
+    full = dict(input_ids=ids, attention_mask=mask, labels=labels, sample_id=torch.arange(4), **counts)
+    assert sorted(model_inputs(model, full)) == ["attention_mask", "input_ids", "labels", "masked_counts",
+                                                 "seq_lengths"]
+    hf = BertForMaskedLM(BertConfig(vocab_size=500, hidden_size=48, num_hidden_layers=1, num_attention_heads=6,
+                                    intermediate_size=96))
+    assert sorted(model_inputs(hf, full)) == ["attention_mask", "input_ids", "labels"]
+    assert sorted(model_inputs(torch.compile(hf), full)) == ["attention_mask", "input_ids", "labels"]

@@ -16,6 +16,11 @@ class MLMCollator:
     regular token and 10% stay unchanged; ``labels`` hold the original id at selected positions and
     -100 elsewhere. Batches are padded to the longest sample, rounded up to ``pad_to_multiple_of``.
 
+    Besides the tensors, a batch carries ``seq_lengths`` and ``masked_counts``: Python lists of each
+    row's real and labelled token counts. Unpadded models size their buffers from them instead of
+    reading the GPU (a host sync); Composer splits lists per microbatch like tensors. Code that keeps
+    a subset of rows must subset these lists too.
+
     Randomness comes from ``generator`` when given, else from torch's global RNG, which the
     DataLoader seeds per worker from the run's seed.
     """
@@ -58,7 +63,7 @@ class MLMCollator:
         masked[to_random] = self.regular_ids[picks]
         return masked, labels
 
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         input_ids = self.pad([ex["input_ids"] for ex in examples])
         attention_mask = (input_ids != self.pad_id).long()
         masked, labels = self.mask(input_ids)
@@ -67,6 +72,8 @@ class MLMCollator:
             "attention_mask": attention_mask,
             "token_type_ids": torch.zeros_like(input_ids),
             "labels": labels,
+            "seq_lengths": attention_mask.sum(dim=1).tolist(),
+            "masked_counts": (labels != -100).sum(dim=1).tolist(),
         }
         if "sample_id" in examples[0]:
             batch["sample_id"] = torch.tensor([int(ex["sample_id"]) for ex in examples], dtype=torch.long)

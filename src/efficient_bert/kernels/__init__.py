@@ -1,7 +1,7 @@
 """Triton kernels for the Mosaic BERT hot path, each with a PyTorch reference of the same math.
 
-The ops are registered with ``torch.library`` (forward, backward, fake tensors), so they work in
-eager mode, under autograd and inside ``torch.compile`` regions. Triton runs on CUDA devices only;
+The ops are registered with ``torch.library`` with an autograd rule, so they work in eager mode,
+under autograd and inside ``torch.compile`` regions (see ``launch.py`` for how). Triton runs on CUDA devices only;
 :func:`triton_usable` says whether tensors on a device can take the Triton path.
 """
 

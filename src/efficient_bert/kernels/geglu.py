@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from efficient_bert.kernels.launch import launch
+
 try:
     import triton
     import triton.language as tl
@@ -64,36 +66,26 @@ if triton is not None:
         tl.store(DH + row * 2 * inner + inner + col, dup.to(DH.dtype.element_ty), mask=inside)
 
 
-@torch.library.custom_op("efficient_bert::geglu_forward", mutates_args=())
+@torch.library.triton_op("efficient_bert::geglu_forward", mutates_args={})
 def _forward(h: Tensor, bias: Optional[Tensor]) -> Tensor:
     h = h.contiguous()
     inner = h.shape[-1] // 2
     out = h.new_empty(*h.shape[:-1], inner)
     numel = out.numel()
-    _forward_kernel[(triton.cdiv(numel, BLOCK),)](h, bias if bias is not None else h, out, numel, inner,
+    launch(_forward_kernel)[(triton.cdiv(numel, BLOCK),)](h, bias if bias is not None else h, out, numel, inner,
                                                   HAS_BIAS=bias is not None, BLOCK=BLOCK, num_warps=4)
     return out
 
 
-@_forward.register_fake
-def _(h, bias):
-    return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
-
-
-@torch.library.custom_op("efficient_bert::geglu_backward", mutates_args=())
+@torch.library.triton_op("efficient_bert::geglu_backward", mutates_args={})
 def _backward(dout: Tensor, h: Tensor, bias: Optional[Tensor]) -> Tensor:
     dout = dout.contiguous()
     dh = torch.empty_like(h)
     numel = dout.numel()
-    _backward_kernel[(triton.cdiv(numel, BLOCK),)](dout, h, bias if bias is not None else h, dh, numel,
+    launch(_backward_kernel)[(triton.cdiv(numel, BLOCK),)](dout, h, bias if bias is not None else h, dh, numel,
                                                    h.shape[-1] // 2, HAS_BIAS=bias is not None, BLOCK=BLOCK,
                                                    num_warps=4)
     return dh
-
-
-@_backward.register_fake
-def _(dout, h, bias):
-    return torch.empty_like(h)
 
 
 def _setup_context(ctx, inputs, output):

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from efficient_bert.kernels.launch import launch
+
 try:
     import triton
     import triton.language as tl
@@ -48,9 +50,11 @@ if triton is not None:
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < n
+        # float arguments arrive as fp64 when Inductor launches the kernel: keep the math in fp32
+        eps = tl.cast(eps, tl.float32)
         x = tl.load(X + row * n + cols, mask=inside, other=0.0).to(tl.float32)
         if HAS_DROPOUT:
-            x = tl.where(_keep_mask(Seed, row, threshold, BLOCK), x / (1.0 - p), 0.0)
+            x = tl.where(_keep_mask(Seed, row, threshold, BLOCK), x * tl.cast(1.0 / (1.0 - p), tl.float32), 0.0)
         if HAS_RESIDUAL:
             x += tl.load(R + row * n + cols, mask=inside, other=0.0).to(tl.float32)
             # round the sum as an unfused add would, and keep it for the backward
@@ -72,6 +76,7 @@ if triton is not None:
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         inside = cols < n
+        scale = tl.cast(1.0 / (1.0 - p), tl.float32)  # fp32, as in the forward
         w = tl.load(W + cols, mask=inside, other=0.0).to(tl.float32)
         dw = tl.zeros((BLOCK,), dtype=tl.float32)
         db = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -91,7 +96,7 @@ if triton is not None:
             tl.store(DX + offset, dx.to(DX.dtype.element_ty), mask=inside)
             if HAS_DROPOUT:  # the dropped branch's gradient: the same mask, regenerated
                 keep = _keep_mask(Seed, row, threshold, BLOCK)
-                tl.store(DXB + offset, tl.where(keep, dx / (1.0 - p), 0.0).to(DXB.dtype.element_ty), mask=inside)
+                tl.store(DXB + offset, tl.where(keep, dx * scale, 0.0).to(DXB.dtype.element_ty), mask=inside)
             dw += dy * xhat
             db += dy
         tl.store(DW + pid * n + cols, dw, mask=inside)
@@ -103,11 +108,11 @@ def _threshold(dropout_p: float) -> int:
 
 
 def _launch_config(n: int) -> tuple[int, int]:
-    block = triton.next_power_of_2(n)
+    block = triton.next_power_of_2(int(n))  # int(): the hidden size is a constant even when traced
     return block, min(max(block // 256, 1), 16)
 
 
-@torch.library.custom_op("efficient_bert::add_layer_norm_forward", mutates_args=())
+@torch.library.triton_op("efficient_bert::add_layer_norm_forward", mutates_args={})
 def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float, dropout_p: float,
              seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x = x.contiguous()
@@ -119,45 +124,31 @@ def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor
     rstd = torch.empty_like(mean)
     block, warps = _launch_config(n)
     r = residual.contiguous() if residual is not None else x
-    _forward_kernel[(rows,)](x, r, s, y, weight, bias, mean, rstd, seed if seed is not None else mean, n, eps,
+    launch(_forward_kernel)[(rows,)](x, r, s, y, weight, bias, mean, rstd, seed if seed is not None else mean, n, eps,
                              dropout_p, _threshold(dropout_p), HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
                              num_warps=warps)
     return y, s, mean, rstd
 
 
-@_forward.register_fake
-def _(x, residual, weight, bias, eps, dropout_p, seed):
-    rows = x.numel() // x.shape[-1]
-    stats = x.new_empty(rows, dtype=torch.float32)
-    return torch.empty_like(x), (torch.empty_like(x) if residual is not None else x.new_empty(0)), stats, \
-        torch.empty_like(stats)
-
-
-@torch.library.custom_op("efficient_bert::add_layer_norm_backward", mutates_args=())
+@torch.library.triton_op("efficient_bert::add_layer_norm_backward", mutates_args={})
 def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, dropout_p: float,
               seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     dy = dy.contiguous()
     n = s.shape[-1]
     rows = s.numel() // n
-    sms = torch.cuda.get_device_properties(s.device).multi_processor_count if s.is_cuda else 4
-    programs = max(1, min(rows, 4 * sms))
+    # a fixed number of programs, each summing weight gradients over its rows (none for the last
+    # ones when rows are few); fixed, so the row count stays symbolic under torch.compile
+    programs = 4 * (torch.cuda.get_device_properties(s.device).multi_processor_count if s.is_cuda else 4)
     per_program = -(-rows // programs)
-    programs = -(-rows // per_program)
     dx = torch.empty_like(s)
     dx_branch = torch.empty_like(s) if dropout_p > 0 else s.new_empty(0)
     dw = torch.empty(programs, n, device=s.device, dtype=torch.float32)
     db = torch.empty_like(dw)
     block, warps = _launch_config(n)
-    _backward_kernel[(programs,)](dy, s, weight, mean, rstd, seed if seed is not None else mean, dx, dx_branch, dw,
+    launch(_backward_kernel)[(programs,)](dy, s, weight, mean, rstd, seed if seed is not None else mean, dx, dx_branch, dw,
                                   db, rows, n, per_program, dropout_p, _threshold(dropout_p), HAS_DROPOUT=dropout_p > 0, BLOCK=block,
                                   num_warps=warps)
     return dx, dx_branch, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)
-
-
-@_backward.register_fake
-def _(dy, s, weight, mean, rstd, dropout_p, seed):
-    return torch.empty_like(s), (torch.empty_like(s) if dropout_p > 0 else s.new_empty(0)), \
-        torch.empty_like(weight), torch.empty_like(weight)
 
 
 def _setup_context(ctx, inputs, output):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping, Optional
 
 import torch
@@ -11,8 +12,15 @@ from torchmetrics import Metric
 
 from efficient_bert.model.flops import mlm_training_flops
 
-# Keys of a batch that the module consumes; the rest (sample_id, ...) is for algorithms.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+# Keys of a batch that a module may consume; the rest (sample_id, ...) is for algorithms.
+# ``seq_lengths``/``masked_counts`` are host-side per-row counts that spare unpadded models a sync.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "seq_lengths", "masked_counts")
+
+
+def model_inputs(module: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``batch`` that ``module.forward`` names as parameters (HF BERT takes no counts)."""
+    names = inspect.signature(getattr(module, "_orig_mod", module).forward).parameters  # _orig_mod: compiled
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch and k in names}
 
 
 class ComposerMLM(ComposerModel):
@@ -35,7 +43,7 @@ class ComposerMLM(ComposerModel):
         return self.model.config
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
-        return self.model(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
+        return self.model(**model_inputs(self.model, batch))
 
     def loss(self, outputs: Any, batch: Mapping[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         return outputs.loss
@@ -53,7 +61,8 @@ class ComposerMLM(ComposerModel):
         metric.update(outputs.logits, labels)
 
     def flops_per_batch(self, batch: Mapping[str, Any]) -> float:
-        return mlm_training_flops(self.model, batch["attention_mask"], batch.get("labels"))
+        return mlm_training_flops(self.model, batch["attention_mask"], batch.get("labels"),
+                                  batch.get("seq_lengths"), batch.get("masked_counts"))
 
     def get_extra_state(self) -> dict[str, Any]:
         # saved inside every Composer checkpoint, so a checkpoint alone rebuilds the model

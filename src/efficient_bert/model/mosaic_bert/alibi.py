@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,8 +26,16 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
+@functools.lru_cache(maxsize=16)
+def alibi_slopes_on(num_heads: int, device: torch.device) -> torch.Tensor:
+    """:func:`alibi_slopes` kept on ``device`` (read-only): a fresh host-to-GPU copy in every forward
+    would make the host wait for all queued GPU work."""
+    return alibi_slopes(num_heads).to(device)
+
+
 def alibi_bias(num_heads: int, seq_len: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(heads, seq, seq) additive bias -slope * |i - j|: symmetric, for a bidirectional encoder."""
     pos = torch.arange(seq_len, device=device)
     distance = (pos[None, :] - pos[:, None]).abs().to(dtype)
-    return -alibi_slopes(num_heads).to(device=device, dtype=dtype)[:, None, None] * distance
+    slopes = alibi_slopes_on(num_heads, torch.device(device or "cpu"))
+    return -slopes.to(dtype)[:, None, None] * distance

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from efficient_bert.kernels import short_attention, triton_usable
 from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN
-from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes
+from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes_on
 from efficient_bert.model.mosaic_bert.padding import Unpadded, pad
 
 BACKENDS = ("auto", "flash_attn", "triton", "flex", "sdpa", "eager")
@@ -122,7 +122,7 @@ def _flex_block_mask(info: Unpadded, total: int, device: torch.device):
 def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torch.device,
                       dtype: torch.dtype) -> AttentionInputs:
     """Build once per forward what ``backend`` needs; ``dtype`` is the dtype q/k/v will have."""
-    slopes = alibi_slopes(num_heads).to(device)
+    slopes = alibi_slopes_on(num_heads, torch.device(device))
     inputs = AttentionInputs(backend, info, slopes)
     if backend in ("eager", "sdpa"):
         inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32)

@@ -6,7 +6,7 @@ Padding is removed once after the embeddings; every linear layer, the GLU and La
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -145,8 +145,12 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         self.word_embeddings = value
 
     @staticmethod
-    def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> Unpadded:
-        return locate(attention_mask if attention_mask is not None else torch.ones_like(input_ids))
+    def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                      seq_lengths: Optional[Sequence[int]] = None) -> Unpadded:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+            seq_lengths = [input_ids.shape[1]] * input_ids.shape[0]
+        return locate(attention_mask, seq_lengths)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                token_type_ids: Optional[torch.Tensor] = None, info: Optional[Unpadded] = None
@@ -174,9 +178,11 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         return x, inputs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                token_type_ids: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
+                token_type_ids: Optional[torch.Tensor] = None, seq_lengths: Optional[Sequence[int]] = None,
+                **_) -> torch.Tensor:
         """Padded (batch, seq, hidden) hidden states (zeros at padding), for HF-style callers."""
-        x, inputs = self.encode(input_ids, attention_mask, token_type_ids)
+        info = self.locate_tokens(input_ids, attention_mask, seq_lengths)
+        x, inputs = self.encode(input_ids, attention_mask, token_type_ids, info)
         return pad(x, inputs.info)
 
     def compile_layers(self, **compile_kwargs) -> None:
@@ -227,16 +233,28 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                seq_lengths: Optional[Sequence[int]] = None, masked_counts: Optional[Sequence[int]] = None,
                 **_) -> MaskedLMOutput:
         """With ``labels``, logits are computed only at labelled (masked) positions: shape
-        (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits."""
-        info = self.bert.locate_tokens(input_ids, attention_mask)
+        (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits.
+
+        ``seq_lengths`` (real tokens per row) and ``masked_counts`` (labelled tokens per row), when
+        the caller knows them on the host as our collator does, spare the step its host syncs.
+        """
+        info = self.bert.locate_tokens(input_ids, attention_mask, seq_lengths)
         if labels is None:
             x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
             return MaskedLMOutput(logits=pad(self.head(x)[0], info))
         flat_labels = labels.flatten()[info.indices]
-        # find the masked tokens now, before the encoder is queued, so the host never waits mid-step
-        masked = torch.nonzero(flat_labels != -100).flatten()
+        labelled = flat_labels != -100
+        if masked_counts is None:  # a host sync, taken before the encoder is queued
+            masked = torch.nonzero(labelled).flatten()
+        else:
+            total = sum(int(n) for n in masked_counts)
+            if labelled.device.type == "cpu" and int(labelled.sum()) != total:
+                raise ValueError(f"masked_counts sum to {total} but labels have {int(labelled.sum())} "
+                                 "labelled tokens; pass the number of labels != -100 of each row")
+            masked = torch.nonzero_static(labelled, size=total).flatten()
         x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
         logits, loss = self.head(x.index_select(0, masked), flat_labels.index_select(0, masked))
         return MaskedLMOutput(loss=loss, logits=logits)
@@ -259,11 +277,12 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                **_) -> SequenceClassifierOutput:
+                seq_lengths: Optional[Sequence[int]] = None, **_) -> SequenceClassifierOutput:
         if attention_mask is not None and not bool(attention_mask[:, 0].all()):
             raise ValueError("MosaicBertForSequenceClassification needs right padding: the first token of "
                              "every row must be real ([CLS])")
-        x, inputs = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        info = self.bert.locate_tokens(input_ids, attention_mask, seq_lengths)
+        x, inputs = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
         first = x[inputs.info.cu_seqlens[:-1].long()]  # [CLS] of each sequence
         logits = self.classifier(self.dropout(self.pooler(first)))
         loss = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +20,27 @@ class Unpadded:
     seqlen: int
 
 
-def locate(attention_mask: torch.Tensor) -> Unpadded:
-    """Where the real tokens of a (batch, seq) mask are (a host sync: the count sets every shape after)."""
+def locate(attention_mask: torch.Tensor, seq_lengths: Optional[Sequence[int]] = None) -> Unpadded:
+    """Where the real tokens of a (batch, seq) mask are.
+
+    The token count sets every shape after this point, so the host must know it. Given only the
+    mask on a GPU, reading it is a host sync that leaves the GPU idle while the host catches up;
+    ``seq_lengths`` (the per-row counts, which the collator knows on the host) avoid it. They must
+    match the mask: a wrong count would silently drop or repeat tokens, so it is checked whenever the
+    check costs nothing (mask on the CPU).
+    """
     batch, seqlen = attention_mask.shape
     lengths = attention_mask.sum(dim=1, dtype=torch.int32)
-    indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
     cu_seqlens = F.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
-    return Unpadded(indices, cu_seqlens, int(lengths.max()), batch, seqlen)
+    flat = attention_mask.flatten()
+    if seq_lengths is None:
+        return Unpadded(torch.nonzero(flat).flatten(), cu_seqlens, int(lengths.max()), batch, seqlen)
+    seq_lengths = [int(n) for n in seq_lengths]
+    if len(seq_lengths) != batch or (attention_mask.device.type == "cpu" and lengths.tolist() != seq_lengths):
+        raise ValueError(f"seq_lengths {seq_lengths[:8]}... do not match the attention mask's row sums "
+                         f"{lengths.tolist()[:8]}...; pass the number of real tokens of each row")
+    indices = torch.nonzero_static(flat, size=sum(seq_lengths)).flatten()
+    return Unpadded(indices, cu_seqlens, max(seq_lengths), batch, seqlen)
 
 
 def pad(unpadded: torch.Tensor, info: Unpadded) -> torch.Tensor:
