@@ -63,3 +63,14 @@ def test_component_names_and_options_are_checked(tmp_path):
         CALLBACKS.build("speed_monitor", {"window": 3})
     opt = OPTIMIZERS.build("decoupled_adamw", {"lr": 0.1, "weight_decay": 0.5}, model=model)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]  # matrix decays, bias does not
+
+
+def test_a_section_override_replaces_a_dotted_one_edits():
+    from conftest import ROOT
+
+    tiny = ROOT / "yamls" / "tiny-cpu.yaml"
+    cfg = load_config(tiny, ["scheduler={name: budget, curve: cosine}"])
+    assert cfg.scheduler == {"name": "budget", "curve": "cosine"}  # no t_warmup left from the YAML
+    cfg = load_config(tiny, ["model.name=mosaic_bert"])
+    assert cfg.model["name"] == "mosaic_bert" and cfg.model["hidden_size"] == 64  # the rest is kept
+    assert load_config(tiny, []).scheduler["t_warmup"] == "0.1dur"

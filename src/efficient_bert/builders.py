@@ -20,15 +20,17 @@ from composer.optim import (ConstantScheduler, ConstantWithWarmupScheduler, Cosi
                             DecoupledAdamW, LinearWithWarmupScheduler)
 from composer.utils import dist
 
-from efficient_bert.callbacks import EvalHistory, HFExport, NaNGuard
-from efficient_bert.config import LoaderConfig, TrainConfig, to_container
+from efficient_bert.calibrate import load_rst_factor
+from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, NaNGuard,
+                                      TimeMarkerExport, TrainingBudget)
+from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.model.hf_bert import CONFIG_KEYS as HF_BERT_KEYS
 from efficient_bert.model.hf_bert import build_hf_bert
 from efficient_bert.model.mosaic_bert import CONFIG_KEYS as MOSAIC_BERT_KEYS
 from efficient_bert.model.mosaic_bert import build_mosaic_bert
-from efficient_bert.optim import param_groups
+from efficient_bert.optim import BudgetSchedule, param_groups
 from efficient_bert.registry import ConfigError, Registry
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ SCHEDULERS.register("constant", ConstantScheduler)
 SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler)
 SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)
 SCHEDULERS.register("cosine_decay_with_warmup", CosineAnnealingWithWarmupScheduler)
+# progress = fraction of budget.hours used (of max_duration without a budget); warmup a fraction
+SCHEDULERS.register("budget", BudgetSchedule)
 
 # --- algorithms -----------------------------------------------------------------------------------
 ALGORITHMS.register("gradient_clipping", GradientClipping)
@@ -118,6 +122,40 @@ def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
 
 
+def build_budget_callbacks(cfg: BudgetConfig, save_folder: Optional[str]) -> tuple[Optional[TrainingBudget], list[Any]]:
+    """The budget and the callbacks that read it (markers, early stop), from the ``budget`` section."""
+    try:
+        budget = None
+        if cfg.hours is not None:
+            factor = load_rst_factor(cfg.calibration) if cfg.calibration else None
+            budget = TrainingBudget(cfg.hours, cfg.clock, factor, cfg.count_extra_forwards)
+        elif cfg.finetune_time_markers or cfg.clock != "wall" or cfg.calibration:
+            raise ConfigError("budget.finetune_time_markers, budget.clock and budget.calibration need budget.hours")
+        callbacks: list[Any] = [budget] if budget else []
+        if cfg.finetune_time_markers:
+            if save_folder is None or "://" in save_folder:
+                raise ConfigError("budget.finetune_time_markers writes under a local save_folder; set one")
+            callbacks.append(TimeMarkerExport(budget, cfg.finetune_time_markers, str(Path(save_folder) / "time_markers")))
+        if (cfg.early_stop_time is None) != (cfg.early_stop_eval_loss is None):
+            raise ConfigError("budget.early_stop_time and budget.early_stop_eval_loss go together; set both or neither")
+        if cfg.early_stop_time is not None:
+            callbacks.append(BudgetEarlyStop(cfg.early_stop_time, cfg.early_stop_eval_loss, budget))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"budget: {exc}") from exc
+    return budget, callbacks
+
+
+def build_eval_interval(cfg: TrainConfig, budget: Optional[TrainingBudget]) -> Any:
+    b = cfg.budget
+    if b.eval_every is None:
+        return cfg.eval_interval
+    try:
+        return BudgetEvalInterval(b.eval_every, budget, b.eval_begin_proportion, b.eval_end_proportion,
+                                  b.eval_every_begin, b.eval_every_end)
+    except ValueError as exc:
+        raise ConfigError(f"budget: {exc}") from exc
+
+
 @dataclass
 class Run:
     """What :func:`build_trainer` made, for the entry point and for tests."""
@@ -155,6 +193,7 @@ def check_components(cfg: TrainConfig) -> None:
 
 def build_trainer(cfg: TrainConfig) -> Run:
     check_components(cfg)
+    budget, callbacks = build_budget_callbacks(cfg.budget, cfg.save_folder)  # first: later callbacks read it
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     precision = cfg.precision or ("amp_bf16" if device == "gpu" else "fp32")
     world_size = dist.get_world_size()
@@ -174,7 +213,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     scheduler = SCHEDULERS.build(*named(cfg.scheduler, "scheduler", SCHEDULERS), where="scheduler")
 
     algorithms = build_components(ALGORITHMS, cfg.algorithms, "algorithms")
-    callbacks = build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)
+    callbacks += build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)
     loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
     history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
@@ -183,7 +222,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     trainer = Trainer(
         run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, step_schedulers_every_batch=True,
-        max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
+        max_duration=cfg.max_duration, eval_interval=build_eval_interval(cfg, budget),
         eval_subset_num_batches=cfg.eval_subset_num_batches, device=device, precision=precision,
         device_train_microbatch_size=cfg.device_train_microbatch_size or device_batch, seed=cfg.seed,
         algorithms=algorithms, callbacks=callbacks, loggers=loggers, progress_bar=cfg.progress_bar,

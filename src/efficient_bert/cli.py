@@ -14,6 +14,7 @@ COMMANDS = {
     "train-tokenizer": "efficient_bert.data.tokenizer",
     "convert": "efficient_bert.data.convert",
     "train": "efficient_bert.train",
+    "calibrate": "efficient_bert.calibrate",
 }
 
 

@@ -51,6 +51,24 @@ class LoaderConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """A training budget in hours (efficient_bert.callbacks.budget); every fraction is of the budget."""
+
+    hours: Optional[float] = None  # unset: no budget; max_duration alone ends the run
+    clock: str = "wall"  # wall | rst (Reference System Time, needs `calibration`)
+    calibration: Optional[str] = None  # JSON written by `python -m efficient_bert.calibrate`
+    count_extra_forwards: bool = True  # selective backprop / RHO-loss / Sophia forwards count
+    finetune_time_markers: list[float] = field(default_factory=list)  # HF exports, e.g. [0.5, 0.9]
+    eval_every: Optional[float] = None  # evaluate every this fraction (replaces eval_interval)
+    eval_begin_proportion: float = 0.0  # inside the first ... of the budget,
+    eval_every_begin: Optional[float] = None  # ... evaluate this often
+    eval_end_proportion: float = 0.0  # inside the last ... of the budget,
+    eval_every_end: Optional[float] = None  # ... evaluate this often
+    early_stop_time: Optional[float] = None  # at this fraction, stop if eval loss >
+    early_stop_eval_loss: Optional[float] = None  # ... this
+
+
+@dataclass
 class TrainConfig:
     run_name: str = "efficient-bert"
     seed: int = 17
@@ -69,7 +87,8 @@ class TrainConfig:
     callbacks: dict[str, Any] = field(default_factory=dict)
     loggers: dict[str, Any] = field(default_factory=dict)
 
-    max_duration: str = "???"  # Composer time string: 1000ba, 2ep, 1000000tok, 0.5dur ...
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    max_duration: str = "???"  # Composer time string: 1000ba, 2ep, 1000000tok, 0.5dur ... (with a budget: a cap)
     eval_interval: str = "1000ba"
     eval_at_start: bool = False  # one evaluation before the first step: the curve's starting point
     eval_subset_num_batches: int = -1
@@ -118,6 +137,10 @@ def check_keys(node: Any, schema: type, path: str = "") -> None:
             check_keys(node[key], sub, f"{path}.{key}" if path else str(key))
 
 
+# Sections of the form {name: ..., **options}: the options belong to the named component.
+NAMED_SECTIONS = ("model", "optimizer", "scheduler")
+
+
 def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> TrainConfig:
     """Load a run YAML, apply ``key=value`` overrides, validate keys and types, resolve ${...}."""
     path = Path(path)
@@ -131,12 +154,20 @@ def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> TrainC
     if bad:
         raise ConfigError(f"overrides must look like key=value, got: {' '.join(bad)}")
     try:
+        for override in overrides:  # `scheduler={name: ...}` replaces the section; `scheduler.x=` edits it
+            key = override.split("=", 1)[0].strip()
+            if key in NAMED_SECTIONS and key in user:
+                del user[key]
         user = OmegaConf.merge(user, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad override: {exc}") from exc
     check_keys(user, TrainConfig)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), user)
+        base = OmegaConf.structured(TrainConfig)
+        for key in NAMED_SECTIONS:
+            if key in user:  # the user's section replaces the default one, whose options may not apply
+                base[key] = {}
+        merged = OmegaConf.merge(base, user)
         OmegaConf.resolve(merged)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:

@@ -1,0 +1,149 @@
+"""A training budget in hours, counted in wall-clock time or in Reference System Time (RST).
+
+Training time is what the budget counts: from the moment a batch is requested from the dataloader
+(``BEFORE_DATALOADER``) to the end of its step (``BATCH_END``). Evaluation and checkpointing run
+between ``BATCH_END`` and the next ``BEFORE_DATALOADER``, so they are never counted. With several
+processes, rank 0's count is broadcast after every step, so all ranks stop, schedule and export on
+the same step.
+
+RST (Kaddour et al. 2023, "No Train No Gain") counts time as the reference system would have spent
+on the same work: every wall-clock second here is worth ``rst_factor`` reference seconds, where the
+factor comes from ``python -m efficient_bert.calibrate`` on this machine. One budget then means the
+same work on any GPU.
+
+Extra forward passes made to choose data or curvature (selective backprop, RHO-loss, Sophia's
+Hessian) count by default; with ``count_extra_forwards=False`` the time spent inside
+:func:`extra_forward` is taken off again (NoTrainNoGain's ablation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from composer.core import Callback, Event, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+log = logging.getLogger(__name__)
+
+
+class TrainingBudget(Callback):
+    """Stop training when ``hours`` of training time are spent; expose the fraction used.
+
+    Args:
+        hours: the budget.
+        clock: ``"wall"`` or ``"rst"`` (reference-system time; needs ``rst_factor``).
+        rst_factor: reference seconds per wall-clock second on this machine (see ``calibrate``).
+        count_extra_forwards: whether time inside :func:`extra_forward` counts.
+        timer: seconds from a monotonic clock; injectable for tests.
+    """
+
+    def __init__(self, hours: float, clock: str = "wall", rst_factor: Optional[float] = None,
+                 count_extra_forwards: bool = True, timer: Callable[[], float] = time.monotonic):
+        if not hours > 0:
+            raise ValueError(f"budget hours must be positive, got {hours}")
+        if clock not in ("wall", "rst"):
+            raise ValueError(f"budget clock must be 'wall' or 'rst', got {clock!r}")
+        if clock == "rst" and not (rst_factor and rst_factor > 0):
+            raise ValueError("an RST budget needs the machine's rst_factor: run `python -m efficient_bert.calibrate` "
+                             "and pass its file as budget.calibration")
+        self.seconds = hours * 3600.0
+        self.clock = clock
+        self.rst_factor = rst_factor if rst_factor else 1.0
+        self.count_extra_forwards = count_extra_forwards
+        self.timer = timer
+        self.wall_seconds = 0.0  # training time spent, wall clock
+        self.excluded_seconds = 0.0  # extra forwards not counted, wall clock
+        self.last_step_seconds = 0.0  # budget seconds of the last step
+        self._resumed_at: Optional[float] = None
+        self._pending_exclusion = 0.0
+
+    # --- what the budget has used --------------------------------------------------------------
+    @property
+    def rst_seconds(self) -> float:
+        return (self.wall_seconds - self.excluded_seconds) * self.rst_factor
+
+    @property
+    def used_seconds(self) -> float:
+        """Seconds counted against the budget (wall or RST)."""
+        return self.rst_seconds if self.clock == "rst" else self.wall_seconds - self.excluded_seconds
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the budget used at the end of the last step (may exceed 1 by one step)."""
+        return self.used_seconds / self.seconds
+
+    def expected_fraction(self, steps_ahead: int = 1) -> float:
+        """Fraction expected after ``steps_ahead`` more steps as long as the last one, capped at 1."""
+        return min(1.0, (self.used_seconds + steps_ahead * self.last_step_seconds) / self.seconds)
+
+    @property
+    def spent(self) -> bool:
+        return self.used_seconds >= self.seconds
+
+    def exclude(self, seconds: float) -> None:
+        """Take ``seconds`` of the current step off the count (extra forwards when they do not count)."""
+        self._pending_exclusion += seconds
+
+    # --- Composer events -----------------------------------------------------------------------
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.BEFORE_DATALOADER:
+            self._resumed_at = self.timer()
+        elif event == Event.BATCH_END:
+            self._account(state, logger)
+
+    def _account(self, state: State, logger: Logger) -> None:
+        now = self.timer()
+        step = now - (self._resumed_at if self._resumed_at is not None else now)
+        self._resumed_at = None
+        before = self.used_seconds
+        wall, excluded = self.wall_seconds + step, self.excluded_seconds + self._pending_exclusion
+        self._pending_exclusion = 0.0
+        if dist.get_world_size() > 1:  # every rank follows rank 0's clock
+            synced = state.device.tensor_to_device(torch.tensor([wall, excluded], dtype=torch.float64))
+            dist.broadcast(synced, src=0)
+            wall, excluded = synced.tolist()
+        self.wall_seconds, self.excluded_seconds = wall, excluded
+        self.last_step_seconds = self.used_seconds - before
+        logger.log_metrics({"budget/fraction": self.fraction, "budget/wall_hours": self.wall_seconds / 3600,
+                            "budget/rst_hours": self.rst_seconds / 3600})
+        if self.spent:
+            lrs = [g["lr"] for opt in state.optimizers for g in opt.param_groups][:1]
+            log.info("training budget of %.4g h (%s) spent after %s: stopping (LR now %s)", self.seconds / 3600,
+                     self.clock, state.timestamp.batch, f"{lrs[0]:.3e}" if lrs else "n/a")
+            state.stop_training()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds, "excluded_seconds": self.excluded_seconds,
+                "last_step_seconds": self.last_step_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.wall_seconds = float(state["wall_seconds"])
+        self.excluded_seconds = float(state["excluded_seconds"])
+        self.last_step_seconds = float(state.get("last_step_seconds", 0.0))
+
+
+def find_budget(state: State) -> Optional[TrainingBudget]:
+    return next((cb for cb in state.callbacks if isinstance(cb, TrainingBudget)), None)
+
+
+@contextlib.contextmanager
+def extra_forward(state: State) -> Iterator[None]:
+    """Wrap a forward pass made only to select data or estimate curvature. When the run's budget
+    does not count such passes, their time (GPU work included) is taken off the budget."""
+    budget = find_budget(state)
+    if budget is None or budget.count_extra_forwards:
+        yield
+        return
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    start = budget.timer()
+    try:
+        yield
+    finally:
+        sync()
+        budget.exclude(budget.timer() - start)

@@ -1,0 +1,64 @@
+"""When to evaluate, in fractions of the training budget, denser at its start and end
+(academic-budget-bert's ``--validation_begin_proportion`` / ``--validation_end_proportion``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from composer.core import Event, State
+
+from efficient_bert.callbacks.budget import TrainingBudget
+
+
+class BudgetEvalInterval:
+    """An ``eval_interval`` callable for Composer's Trainer.
+
+    Evaluates after the first step at which progress (the budget's fraction, or the elapsed
+    fraction of ``max_duration`` without a budget) reaches the next point, then schedules the
+    following point ``every`` later; inside the first ``begin_proportion`` of the budget the step is
+    ``every_begin``, inside the last ``end_proportion`` it is ``every_end``. The step on which the
+    budget runs out is always evaluated.
+    """
+
+    def __init__(self, every: float, budget: Optional[TrainingBudget] = None, begin_proportion: float = 0.0,
+                 end_proportion: float = 0.0, every_begin: Optional[float] = None,
+                 every_end: Optional[float] = None):
+        for name, value in (("every", every), ("every_begin", every_begin), ("every_end", every_end)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} is a fraction of the budget in (0, 1], got {value}")
+        self.every, self.budget = every, budget
+        self.begin_proportion, self.end_proportion = begin_proportion, end_proportion
+        self.every_begin = every_begin or every
+        self.every_end = every_end or every
+        self.next_point: Optional[float] = None
+
+    def step_at(self, progress: float) -> float:
+        if progress < self.begin_proportion:
+            return self.every_begin
+        if progress >= 1.0 - self.end_proportion:
+            return self.every_end
+        return self.every
+
+    def progress(self, state: State) -> float:
+        if self.budget is not None:
+            return self.budget.fraction
+        elapsed = state.get_elapsed_duration()
+        return 0.0 if elapsed is None else float(elapsed.value)
+
+    def __call__(self, state: State, event: Event) -> bool:
+        if event != Event.BATCH_END:
+            return False
+        p = self.progress(state)
+        if self.next_point is None:  # first step of this process; a resumed run skips points passed
+            self.next_point = self.step_at(0.0)
+            self._advance_past(p)
+        if (self.budget is not None and self.budget.spent) or p >= 1.0:
+            return True
+        if p < self.next_point:
+            return False
+        self._advance_past(p)
+        return True
+
+    def _advance_past(self, p: float) -> None:
+        while self.next_point <= p:
+            self.next_point += self.step_at(self.next_point)

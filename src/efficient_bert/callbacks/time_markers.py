@@ -1,0 +1,59 @@
+"""HF-format exports at fractions of the training budget, ready for fine-tuning (academic-budget-bert's
+``--finetune_time_markers``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from efficient_bert.callbacks.budget import TrainingBudget
+from efficient_bert.callbacks.hf_export import export_hf
+
+log = logging.getLogger(__name__)
+
+
+class TimeMarkerExport(Callback):
+    """After the first step at which ``budget.fraction`` reaches each marker, write an HF export to
+    ``folder/marker-<m>`` (rank 0), once per marker, resumed runs included. Must come after the
+    budget in the callback list; the export runs outside the budget's counted time.
+    """
+
+    def __init__(self, budget: TrainingBudget, markers: Sequence[float], folder: str):
+        bad = [m for m in markers if not 0.0 < m <= 1.0]
+        if bad:
+            raise ValueError(f"finetune_time_markers are fractions of the budget in (0, 1], got {bad}")
+        self.budget = budget
+        self.markers = sorted(set(float(m) for m in markers))
+        self.folder = Path(folder)
+        self.done: list[float] = []
+
+    def path(self, marker: float) -> Path:
+        return self.folder / f"marker-{marker:g}"
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        taken = [str(self.path(m)) for m in self.markers if m not in self.done and self.path(m).exists()]
+        if taken:
+            raise FileExistsError(f"time-marker exports already exist: {', '.join(taken)}; move them or choose "
+                                  "another save_folder")
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        for marker in self.markers:
+            if marker not in self.done and self.budget.fraction >= marker:
+                if dist.get_global_rank() == 0:
+                    export_hf(state.model, self.path(marker))
+                    log.info("budget marker %g reached at %s: HF export in %s", marker, state.timestamp.batch,
+                             self.path(marker))
+                dist.barrier()
+                self.done.append(marker)
+                logger.log_metrics({"budget/marker": marker})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": list(self.done)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = [float(m) for m in state["done"]]

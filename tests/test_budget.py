@@ -1,0 +1,150 @@
+"""Budget-aware training with a fake clock: stopping, schedules, markers, evaluation, resume, RST."""
+
+import json
+import math
+
+import pytest
+from composer.core import Callback, Event
+
+from conftest import ROOT
+from efficient_bert.callbacks import TrainingBudget
+from efficient_bert.optim import budget_multiplier
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Ticks(Callback):
+    """Each training step takes 10 fake seconds; each evaluation 100 (which must not count)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def run_event(self, event, state, logger):
+        if event == Event.AFTER_DATALOADER:
+            self.clock.now += 10.0
+        elif event == Event.EVAL_START:
+            self.clock.now += 100.0
+
+
+@pytest.mark.parametrize("curve, at_half", [("linear", 1 - 0.9 * (0.5 - 0.1) / 0.9), ("constant", 1.0),
+                                            ("cosine", 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.4 / 0.9))),
+                                            ("exponential", 0.1 ** (0.4 / 0.9)), ("one_cycle", None)])
+def test_schedule_curves_at_0_50_100_percent(curve, at_half):
+    warmup = 0.5 if curve == "one_cycle" else 0.1
+    assert budget_multiplier(0.0, curve, warmup, 0.1) == 0.0
+    assert budget_multiplier(0.05, curve, warmup, 0.1) == pytest.approx(0.05 / warmup)
+    if curve == "one_cycle":  # the peak is at the middle
+        assert budget_multiplier(0.5, curve, warmup, 0.1) == 1.0
+    else:
+        assert budget_multiplier(0.5, curve, warmup, 0.1) == pytest.approx(at_half)
+    assert budget_multiplier(1.0, curve, warmup, 0.1) == pytest.approx(1.0 if curve == "constant" else 0.1)
+
+
+def test_rst_arithmetic_and_excluded_extra_forwards():
+    clock = FakeClock()
+    budget = TrainingBudget(hours=1.0, clock="rst", rst_factor=2.5, count_extra_forwards=False, timer=clock)
+    budget.wall_seconds = 720.0  # 12 wall minutes on a machine 2.5x the reference: 30 RST minutes
+    assert budget.rst_seconds == 1800.0 and budget.fraction == 0.5
+    budget.excluded_seconds = 120.0
+    assert budget.rst_seconds == 1500.0 and budget.used_seconds == 1500.0
+    wall = TrainingBudget(hours=1.0, rst_factor=2.5, timer=clock)
+    wall.wall_seconds = 720.0
+    assert wall.fraction == 0.2 and wall.rst_seconds == 1800.0
+    with pytest.raises(ValueError, match="calibrate"):
+        TrainingBudget(hours=1.0, clock="rst")
+
+
+def test_calibration_file_is_read_and_checked(tmp_path):
+    from efficient_bert.calibrate import load_rst_factor
+
+    path = tmp_path / "rst.json"
+    with pytest.raises(FileNotFoundError, match="efficient_bert.calibrate --out"):
+        load_rst_factor(path)
+    path.write_text(json.dumps({"rst_factor": 0.25}))
+    assert load_rst_factor(path) == 0.25
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="no numeric rst_factor"):
+        load_rst_factor(path)
+
+
+def build(tmp_path, tokenizer_dir, token_mds, *overrides):
+    from efficient_bert.builders import build_trainer
+    from efficient_bert.config import load_config
+
+    cfg = load_config(ROOT / "yamls" / "tiny-cpu.yaml", [
+        f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", f"save_folder={tmp_path / 'ckpt'}",
+        "loggers.wandb=null", "callbacks.hf_export=null", "eval_at_start=false", "max_duration=1000ba",
+        "scheduler={name: budget, curve: linear, warmup: 0.1, alpha_f: 0.05}", "budget.hours=0.1",
+        "budget.finetune_time_markers=[0.5]", "budget.eval_every=0.25", "save_interval=1000ba", *overrides])
+    run = build_trainer(cfg)
+    budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
+    clock = FakeClock()
+    budget.timer = clock
+    run.trainer.state.callbacks.append(Ticks(clock))
+    return run, budget
+
+
+@pytest.mark.slow
+def test_budget_stops_anneals_exports_evaluates_and_resumes(tmp_path, tokenizer_dir, token_mds):
+    # 0.1 h = 360 s = 36 steps of 10 fake seconds; evaluations (100 s each) are not counted
+    run, budget = build(tmp_path, tokenizer_dir, token_mds, "save_interval=18ba")
+    run.fit()
+    state = run.trainer.state
+    assert int(state.timestamp.batch) == 36 and budget.fraction == 1.0
+    assert state.optimizers[0].param_groups[0]["lr"] == pytest.approx(3.0e-3 * 0.05)  # annealed to alpha_f
+    assert [r["batch"] for r in run.eval_history.records] == [9, 18, 27, 36]
+    markers = tmp_path / "ckpt" / "time_markers"
+    assert [p.name for p in markers.iterdir()] == ["marker-0.5"]
+    assert (markers / "marker-0.5" / "config.json").exists()
+    run.trainer.close()
+
+    # resume from the checkpoint at batch 18: the spent half of the budget comes back with it
+    resumed, budget = build(tmp_path, tokenizer_dir, token_mds, f"load_path={tmp_path / 'ckpt' / 'ep0-ba18-rank0.pt'}",
+                            f"save_folder={tmp_path / 'ckpt2'}")
+    assert budget.wall_seconds == 180.0
+    resumed.fit()
+    assert int(resumed.trainer.state.timestamp.batch) == 36 and budget.wall_seconds == 360.0
+    assert not (tmp_path / "ckpt2" / "time_markers").exists()  # marker 0.5 was done before the checkpoint
+    resumed.trainer.close()
+
+
+@pytest.mark.slow
+def test_early_stop_when_eval_loss_is_too_high(tmp_path, tokenizer_dir, token_mds, caplog):
+    run, budget = build(tmp_path, tokenizer_dir, token_mds, "budget.finetune_time_markers=[]",
+                        "budget.early_stop_time=0.25", "budget.early_stop_eval_loss=1.0")
+    with caplog.at_level("WARNING"):
+        run.fit()
+    assert int(run.trainer.state.timestamp.batch) == 9
+    assert "early stop: eval/LanguageCrossEntropy" in caplog.text
+    run.trainer.close()
+
+
+def test_budget_config_errors_name_the_fix(tmp_path, tokenizer_dir):
+    from efficient_bert.builders import build_budget_callbacks
+    from efficient_bert.config import BudgetConfig
+    from efficient_bert.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="need budget.hours"):
+        build_budget_callbacks(BudgetConfig(finetune_time_markers=[0.5]), str(tmp_path))
+    with pytest.raises(ConfigError, match="set both or neither"):
+        build_budget_callbacks(BudgetConfig(hours=1.0, early_stop_time=0.5), str(tmp_path))
+    with pytest.raises(ConfigError, match="budget: no RST calibration"):
+        build_budget_callbacks(BudgetConfig(hours=1.0, clock="rst", calibration=str(tmp_path / "x.json")), None)
+
+
+def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path):
+    from efficient_bert.calibrate import REFERENCE_SECONDS, load_rst_factor, main
+
+    out = tmp_path / "rst.json"
+    assert main(["--size", "tiny", "--steps", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rst_factor"] == pytest.approx(REFERENCE_SECONDS["tiny"] / result["seconds_per_step"])
+    assert load_rst_factor(out) == result["rst_factor"]
+    with pytest.raises(SystemExit, match="exists"):  # never overwritten
+        main(["--size", "tiny", "--steps", "1", "--out", str(out)])
