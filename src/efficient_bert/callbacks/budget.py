@@ -127,6 +127,14 @@ class TrainingBudget(Callback):
         self.last_step_seconds = float(state.get("last_step_seconds", 0.0))
 
 
+def run_progress(state: State, budget: Optional[TrainingBudget]) -> float:
+    """The fraction of the budget used, or of ``max_duration`` when the run has no budget."""
+    if budget is not None:
+        return budget.fraction
+    elapsed = state.get_elapsed_duration()
+    return 0.0 if elapsed is None else float(elapsed.value)
+
+
 def find_budget(state: State) -> Optional[TrainingBudget]:
     return next((cb for cb in state.callbacks if isinstance(cb, TrainingBudget)), None)
 

@@ -9,7 +9,7 @@ from typing import Optional
 from composer.core import Callback, State
 from composer.loggers import Logger
 
-from efficient_bert.callbacks.budget import TrainingBudget
+from efficient_bert.callbacks.budget import TrainingBudget, run_progress
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,7 @@ class BudgetEarlyStop(Callback):
     def eval_end(self, state: State, logger: Logger) -> None:
         if self.checked:
             return
-        if self.budget is not None:
-            progress = self.budget.fraction
-        else:
-            elapsed = state.get_elapsed_duration()
-            progress = 0.0 if elapsed is None else float(elapsed.value)
+        progress = run_progress(state, self.budget)
         metric = state.eval_metrics.get(self.label, {}).get(self.metric)
         if progress < self.at_fraction or metric is None:
             return

@@ -7,7 +7,7 @@ from typing import Optional
 
 from composer.core import Event, State
 
-from efficient_bert.callbacks.budget import TrainingBudget
+from efficient_bert.callbacks.budget import TrainingBudget, run_progress
 
 
 class BudgetEvalInterval:
@@ -39,16 +39,10 @@ class BudgetEvalInterval:
             return self.every_end
         return self.every
 
-    def progress(self, state: State) -> float:
-        if self.budget is not None:
-            return self.budget.fraction
-        elapsed = state.get_elapsed_duration()
-        return 0.0 if elapsed is None else float(elapsed.value)
-
     def __call__(self, state: State, event: Event) -> bool:
         if event != Event.BATCH_END:
             return False
-        p = self.progress(state)
+        p = run_progress(state, self.budget)
         if self.next_point is None:  # first step of this process; a resumed run skips points passed
             self.next_point = self.step_at(0.0)
             self._advance_past(p)

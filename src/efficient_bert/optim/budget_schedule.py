@@ -25,7 +25,7 @@ from typing import Optional
 from composer.core import State
 from composer.optim import ComposerScheduler
 
-from efficient_bert.callbacks.budget import TrainingBudget, find_budget
+from efficient_bert.callbacks.budget import TrainingBudget, find_budget, run_progress
 
 CURVES = ("linear", "cosine", "exponential", "one_cycle", "constant")
 
@@ -68,10 +68,7 @@ class BudgetSchedule(ComposerScheduler):
 
     def progress(self, state: State) -> float:
         budget = self.budget or find_budget(state)
-        if budget is not None:
-            return budget.expected_fraction(steps_ahead=2)
-        elapsed = state.get_elapsed_duration()
-        return 0.0 if elapsed is None else float(elapsed.value)
+        return budget.expected_fraction(steps_ahead=2) if budget is not None else run_progress(state, None)
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
         return budget_multiplier(self.progress(state), self.curve, self.warmup, self.alpha_f)
