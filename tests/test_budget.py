@@ -130,7 +130,7 @@ def test_budget_config_errors_name_the_fix(tmp_path, tokenizer_dir):
     from efficient_bert.config import BudgetConfig
     from efficient_bert.registry import ConfigError
 
-    with pytest.raises(ConfigError, match="need budget.hours"):
+    with pytest.raises(ConfigError, match="^budget.finetune_time_markers, .* need budget.hours"):
         build_budget_callbacks(BudgetConfig(finetune_time_markers=[0.5]), str(tmp_path))
     with pytest.raises(ConfigError, match="set both or neither"):
         build_budget_callbacks(BudgetConfig(hours=1.0, early_stop_time=0.5), str(tmp_path))

@@ -140,7 +140,9 @@ def build_budget_callbacks(cfg: BudgetConfig, save_folder: Optional[str]) -> tup
             raise ConfigError("budget.early_stop_time and budget.early_stop_eval_loss go together; set both or neither")
         if cfg.early_stop_time is not None:
             callbacks.append(BudgetEarlyStop(cfg.early_stop_time, cfg.early_stop_eval_loss, budget))
-    except (ValueError, FileNotFoundError) as exc:
+    except ConfigError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:  # from the callbacks' own checks
         raise ConfigError(f"budget: {exc}") from exc
     return budget, callbacks
 
