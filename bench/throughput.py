@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from efficient_bert.data.mlm_collator import host_counts
 from efficient_bert.model.composer_mlm import model_inputs
 from efficient_bert.model.flops import mlm_training_flops
 
@@ -76,8 +77,7 @@ def make_batches(n: int, batch: int, seq: int, vocab: int, args, device) -> list
         inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
         tensors = dict(input_ids=inputs, attention_mask=mask, labels=labels)
         # with the host-side counts our collator adds to every batch
-        out.append({**{k: v.to(device) for k, v in tensors.items()}, "seq_lengths": mask.sum(1).tolist(),
-                    "masked_counts": (labels != -100).sum(1).tolist()})
+        out.append({**{k: v.to(device) for k, v in tensors.items()}, **host_counts(mask, labels)})
     return out
 
 

@@ -29,6 +29,7 @@ WORKLOADS = {"base": dict(batch=64, seq=128), "tiny": dict(batch=32, seq=128)}
 
 def reference_step_seconds(size: str, steps: int = 20, warmup: int = 5, device: Optional[str] = None) -> float:
     """Seconds per training step of the reference workload on this machine."""
+    from efficient_bert.data.mlm_collator import host_counts
     from efficient_bert.model.mosaic_bert import SIZES, MosaicBertConfig, MosaicBertForMaskedLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -39,8 +40,9 @@ def reference_step_seconds(size: str, steps: int = 20, warmup: int = 5, device: 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 30528, (shape["batch"], shape["seq"]), generator=g)
     labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, -100)
-    batch = dict(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), labels=labels.to(device),
-                 seq_lengths=[shape["seq"]] * shape["batch"], masked_counts=(labels != -100).sum(1).tolist())
+    mask = torch.ones_like(ids)
+    batch = dict(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
+                 **host_counts(mask, labels))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 

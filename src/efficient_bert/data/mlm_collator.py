@@ -8,6 +8,12 @@ import numpy as np
 import torch
 
 
+def host_counts(attention_mask: torch.Tensor, labels: torch.Tensor) -> dict[str, list[int]]:
+    """Per-row real and labelled token counts as Python lists (``seq_lengths``, ``masked_counts``),
+    computed on the host where the batch is made, so unpadded models never read them from the GPU."""
+    return {"seq_lengths": attention_mask.sum(dim=1).tolist(), "masked_counts": (labels != -100).sum(dim=1).tolist()}
+
+
 class MLMCollator:
     """Pad samples into a batch and mask them for masked-language modelling (Devlin et al. 2019).
 
@@ -72,8 +78,7 @@ class MLMCollator:
             "attention_mask": attention_mask,
             "token_type_ids": torch.zeros_like(input_ids),
             "labels": labels,
-            "seq_lengths": attention_mask.sum(dim=1).tolist(),
-            "masked_counts": (labels != -100).sum(dim=1).tolist(),
+            **host_counts(attention_mask, labels),
         }
         if "sample_id" in examples[0]:
             batch["sample_id"] = torch.tensor([int(ex["sample_id"]) for ex in examples], dtype=torch.long)
