@@ -5,6 +5,7 @@
     efficient-bert train yamls/demo.yaml max_duration=100ba              (same as main.py)
     efficient-bert calibrate --out runs/rst.json                         (reference-system time factor)
     efficient-bert extract-il --model IL_CKPT --tokenizer T --data_local MDS --out il.npz   (RHO-loss)
+    efficient-bert finetune yamls/finetune/glue.yaml checkpoint=HF_OR_PT glue_dir=DIR results_dir=OUT
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ COMMANDS = {
     "train": "efficient_bert.train",
     "calibrate": "efficient_bert.calibrate",
     "extract-il": "efficient_bert.extract_il",
+    "finetune": "efficient_bert.eval.suite",
 }
 
 

@@ -160,13 +160,15 @@ def merge_layers(base: DictConfig, layer: DictConfig, replaced: Sequence[str]) -
     return OmegaConf.merge(base, layer)
 
 
-def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: Sequence[str] = (),
+                schema: type = TrainConfig) -> Any:
     """Load a run YAML, apply ``key=value`` overrides, validate keys and types, resolve ${...}.
 
     ``path`` may be several YAMLs, merged in order: a base run and method files that add to it
     (``yamls/methods/*.yaml``). A ``model``/``optimizer``/``scheduler`` section in a later file or
     a whole-section override (``scheduler={name: ...}``) replaces the earlier section; dotted keys
-    (``scheduler.alpha_f=0.1``) edit it.
+    (``scheduler.alpha_f=0.1``) edit it. ``schema`` is the dataclass the result must fit
+    (fine-tuning has its own, :class:`efficient_bert.eval.suite.FinetuneConfig`).
     """
     paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
     if not paths:
@@ -184,11 +186,11 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad override: {exc}") from exc
     source = " + ".join(str(p) for p in paths)
-    check_keys(user, TrainConfig)
+    check_keys(user, schema)
     try:
-        base = OmegaConf.structured(TrainConfig)
+        base = OmegaConf.structured(schema)
         for key in NAMED_SECTIONS:
-            if key in user:  # the user's section replaces the default one, whose options may not apply
+            if key in user and key in base:  # the user's section replaces the default one, whose options may not apply
                 base[key] = {}
         merged = OmegaConf.merge(base, user)
         OmegaConf.resolve(merged)

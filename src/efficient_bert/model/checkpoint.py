@@ -36,7 +36,9 @@ def load_pretrained(path: str | Path, task: str = "masked_lm", **config_override
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} has no config.json: not an HF export folder (expected the "
                                     f"folder written by save_pretrained or the hf_export callback)")
-        return TASKS[task].from_pretrained(str(path), **config_overrides)
+        # a classifier of another task (e.g. MNLI's 3 labels under RTE's 2) is replaced by a new one
+        extra = {"ignore_mismatched_sizes": True} if task == "sequence_classification" else {}
+        return TASKS[task].from_pretrained(str(path), **extra, **config_overrides)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: give an HF export folder or a Composer .pt file")
     return _from_composer(path, task, config_overrides)

@@ -1,0 +1,291 @@
+"""Fine-tune one pretrained checkpoint on one task with one seed, in Composer's Trainer, and score it.
+
+    job = FinetuneJob(task="rte", seed=19, checkpoint="runs/demo/checkpoints/hf", out_dir="runs/glue/rte/seed-19")
+    result = run_job(job, DataSource(glue_dir="data/glue"))
+
+A job reads its task's train and evaluation splits, tokenizes them once, trains with the task's
+recipe (DecoupledAdamW, linear warmup and decay) and evaluates every split at the end. Batches are
+padded to their longest row, so short tasks do not pay for ``max_seq_len``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from composer import Callback, Logger, State, Trainer
+from composer.core import Precision, get_precision_context
+from composer.models import ComposerModel
+from composer.optim import LinearWithWarmupScheduler
+from composer.utils import reproducibility
+from torch.utils.data import DataLoader
+
+from efficient_bert.eval.readers import Example, TaskDataError
+from efficient_bert.eval.tasks import TASKS, DataSource, Predictions, Recipe, Task
+from efficient_bert.model.checkpoint import load_pretrained
+from efficient_bert.optim import decoupled_adamw, param_groups
+
+log = logging.getLogger(__name__)
+MODEL_DIR = "model"  # under a job's out_dir: the fine-tuned model, kept for tasks that start from it
+
+
+# --- data -----------------------------------------------------------------------------------------
+def encode(examples: Sequence[Example], tokenizer: Any, max_seq_len: int) -> list[dict[str, Any]]:
+    """Token ids per example (pairs as ``[CLS] a [SEP] b [SEP]``, the longer text truncated first)."""
+    a = [e.text_a for e in examples]
+    b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
+    enc = tokenizer(a, b, truncation="longest_first", max_length=max_seq_len, return_token_type_ids=True)
+    return [{"input_ids": ids, "token_type_ids": types, "label": e.label, "group": e.group}
+            for ids, types, e in zip(enc["input_ids"], enc["token_type_ids"], examples)]
+
+
+def grouped(rows: list[dict[str, Any]], by_group: bool) -> list[list[dict[str, Any]]]:
+    """Dataset items: one row each, or all candidates of a group together (multiple choice)."""
+    if not by_group:
+        return [[r] for r in rows]
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    return list(groups.values())
+
+
+class Collate:
+    """Right-pads a batch of items to its longest row; ``group_index`` ties candidates to their item."""
+
+    def __init__(self, pad_id: int, float_labels: bool):
+        self.pad_id = pad_id
+        self.float_labels = float_labels
+
+    def __call__(self, items: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        rows = [r for item in items for r in item]
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        types = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n], types[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["token_type_ids"]), 1
+        labels = torch.tensor([r["label"] for r in rows], dtype=torch.float if self.float_labels else torch.long)
+        group_index = torch.tensor([g for g, item in enumerate(items) for _ in item])
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels,
+                "group_index": group_index}
+
+
+def loader(items: list[list[dict[str, Any]]], batch_size: int, pad_id: int, float_labels: bool, shuffle: bool,
+           seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(items, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=Collate(pad_id, float_labels), num_workers=0)
+
+
+# --- model ----------------------------------------------------------------------------------------
+def group_choice_loss(scores: torch.Tensor, gold: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Mean over groups of -log P(gold candidates), with P a softmax over each group's scores."""
+    scores = scores.float()
+    n = int(group.max()) + 1
+    top = torch.full((n,), -math.inf, device=scores.device).scatter_reduce(0, group, scores, "amax")
+    exp = torch.exp(scores - top[group])
+    total = torch.zeros(n, device=scores.device).index_add(0, group, exp)
+    right = torch.zeros(n, device=scores.device).index_add(0, group, exp * gold.float())
+    return (torch.log(total) - torch.log(right)).mean()
+
+
+class FinetuneModel(ComposerModel):
+    """A sequence-classification module (ours or HF's) with the loss of its task kind."""
+
+    def __init__(self, module: torch.nn.Module, kind: str):
+        super().__init__()
+        self.model = module
+        self.kind = kind
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          token_type_ids=batch["token_type_ids"]).logits
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+        labels = batch["labels"]
+        if self.kind == "regression":
+            return F.mse_loss(logits.float().squeeze(-1), labels)
+        if self.kind == "multiple_choice":
+            return group_choice_loss(logits.squeeze(-1), labels, batch["group_index"])
+        return F.cross_entropy(logits.float(), labels)
+
+
+class TaskProgress(Callback):
+    """One tqdm bar per job (``position`` keeps parallel jobs on their own lines)."""
+
+    def __init__(self, description: str, position: int = 0, enabled: bool = True):
+        self.description, self.position, self.enabled = description, position, enabled
+        self.bar = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=int(state.max_duration.value), desc=self.description, position=self.position, leave=True,
+                            dynamic_ncols=True, unit="ba")
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(state.loss):.4f}", refresh=False)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@torch.no_grad()
+def predict(trainer: Trainer, data: DataLoader) -> np.ndarray:
+    model, state = trainer.state.model, trainer.state
+    model.eval()
+    outputs = []
+    for batch in data:
+        batch = state.device.batch_to_device(batch)
+        with get_precision_context(state.precision):
+            outputs.append(model(batch).float().cpu())
+    return torch.cat(outputs).numpy()
+
+
+# --- one job --------------------------------------------------------------------------------------
+@dataclass
+class FinetuneJob:
+    """One (task, seed) fine-tuning run; ``recipe`` defaults to the task's."""
+
+    task: str
+    seed: int
+    checkpoint: str  # HF folder or Composer .pt (for start_from tasks: the source task's saved model)
+    out_dir: str
+    tokenizer: Optional[str] = None  # default: the checkpoint folder
+    recipe: Optional[Recipe] = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # config keys, e.g. hidden_dropout_prob
+    save_model: bool = False  # keep the fine-tuned model (a start_from source)
+    device: Optional[str] = None
+    precision: Optional[str] = None
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+    progress_bar: bool = True
+    progress_position: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FinetuneJob":
+        data = dict(data)
+        if data.get("recipe") is not None:
+            data["recipe"] = Recipe(**{**data["recipe"], "seeds": tuple(data["recipe"]["seeds"])})
+        return cls(**data)
+
+
+def load_task_model(job: FinetuneJob, task: Task) -> torch.nn.Module:
+    overrides = dict(job.model_overrides)
+    if task.kind == "regression":
+        overrides["problem_type"] = "regression"
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the new head's weights, which are expected
+    try:
+        return load_pretrained(job.checkpoint, "sequence_classification", num_labels=task.num_labels, **overrides)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_job_tokenizer(job: FinetuneJob) -> Any:
+    from efficient_bert.data.tokenizer import load_tokenizer
+
+    path = job.tokenizer or job.checkpoint
+    if not Path(path).is_dir():
+        raise TaskDataError(f"no tokenizer for {job.checkpoint}: a Composer checkpoint carries none; set "
+                            "tokenizer: to the tokenizer folder used in pretraining")
+    return load_tokenizer(path)
+
+
+def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
+    """Fine-tune, evaluate every split, write ``out_dir/result.json`` (and ``model/`` when kept)."""
+    task = TASKS[job.task]
+    recipe = job.recipe or task.recipe
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    train = source.read(task, "train")[:job.max_train_examples]
+    evals = {s: source.read(task, s)[:job.max_eval_examples] for s in task.eval_splits}
+    if task.kind == "multiple_choice":  # a query whose gold answer is not a candidate teaches nothing
+        golds = {e.group for e in train if e.label == 1}
+        train = [e for e in train if e.group in golds]
+    tokenizer = load_job_tokenizer(job)
+    by_group = task.kind == "multiple_choice"
+    float_labels = task.kind != "classification"
+    train_items = grouped(encode(train, tokenizer, recipe.max_seq_len), by_group)
+    if not train_items:
+        raise TaskDataError(f"{task.name}: no training examples")
+
+    reproducibility.seed_all(job.seed)  # the new head's initialisation depends on the seed
+    model = FinetuneModel(load_task_model(job, task), task.kind)
+    device = job.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    precision = job.precision or ("amp_bf16" if device == "gpu" else "fp32")
+    batch_size = recipe.batch_size
+    train_loader = loader(train_items, batch_size, tokenizer.pad_token_id, float_labels, True, job.seed)
+    # in batches, not epochs: Composer counts a warmup of "0.06dur" in max_duration's unit, so with
+    # "3ep" it would round down to no warmup at all
+    steps = math.ceil(recipe.epochs * len(train_loader))
+    trainer = Trainer(
+        model=model, train_dataloader=train_loader,
+        optimizers=decoupled_adamw(param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6),
+        schedulers=LinearWithWarmupScheduler(t_warmup=f"{recipe.warmup}dur", alpha_f=0.0),
+        step_schedulers_every_batch=True, max_duration=f"{steps}ba",
+        device=device, precision=Precision(precision), seed=job.seed, progress_bar=False, log_to_console=False,
+        callbacks=[TaskProgress(f"{task.name} seed {job.seed}", job.progress_position, job.progress_bar)],
+        loggers=[], python_log_level=None)
+    with warnings.catch_warnings():  # Composer warns that the short last batch cannot be split
+        warnings.filterwarnings("ignore", message="Cannot split tensor")
+        trainer.fit()
+
+    metrics, majority, counts = {}, {}, {}
+    for split, examples in evals.items():
+        items = grouped(encode(examples, tokenizer, recipe.max_seq_len), by_group)
+        flat = [e for item in grouped([{"e": e, "group": e.group} for e in examples], by_group) for e in item]
+        logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
+        metrics[split] = task.score(Predictions([r["e"] for r in flat], logits))
+        majority[split] = task.majority_score(train, examples)
+        counts[split] = len(examples)
+    if job.save_model:
+        model.model.save_pretrained(str(out / MODEL_DIR))
+        tokenizer.save_pretrained(str(out / MODEL_DIR))
+    trainer.close()
+    result = {"task": task.name, "benchmark": task.benchmark, "seed": job.seed, "metrics": metrics,
+              "majority_class": majority, "train_examples": len(train), "eval_examples": counts,
+              "checkpoint": job.checkpoint, "recipe": dataclasses.asdict(recipe), "device": device,
+              "precision": precision, "seconds": round(time.time() - started, 1)}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m efficient_bert.eval.finetune JOB.json SOURCE.json``: one job in its own process
+    (how the suite runs tasks in parallel, one per GPU)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("job")
+    parser.add_argument("source")
+    args = parser.parse_args(argv)
+    job = FinetuneJob.from_json(json.loads(Path(args.job).read_text()))
+    source = DataSource(**json.loads(Path(args.source).read_text()))
+    run_job(job, source)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
