@@ -151,24 +151,26 @@ def load_yaml(path: Union[str, Path]) -> DictConfig:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
 
 
-def merge_layers(base: DictConfig, layer: DictConfig, replaced: Sequence[str]) -> DictConfig:
+def merge_layers(base: DictConfig, layer: DictConfig, replaced: Sequence[str],
+                 sections: Sequence[str] = NAMED_SECTIONS) -> DictConfig:
     """``layer`` on top of ``base``; the named sections in ``replaced`` are replaced, not merged
     (another optimizer's options do not apply to this one)."""
     for key in replaced:
-        if key in NAMED_SECTIONS and key in base:
+        if key in sections and key in base:
             del base[key]
     return OmegaConf.merge(base, layer)
 
 
 def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: Sequence[str] = (),
-                schema: type = TrainConfig) -> Any:
+                schema: type = TrainConfig, replaced_sections: Sequence[str] = NAMED_SECTIONS) -> Any:
     """Load a run YAML, apply ``key=value`` overrides, validate keys and types, resolve ${...}.
 
     ``path`` may be several YAMLs, merged in order: a base run and method files that add to it
     (``yamls/methods/*.yaml``). A ``model``/``optimizer``/``scheduler`` section in a later file or
     a whole-section override (``scheduler={name: ...}``) replaces the earlier section; dotted keys
     (``scheduler.alpha_f=0.1``) edit it. ``schema`` is the dataclass the result must fit
-    (fine-tuning has its own, :class:`efficient_bert.eval.suite.FinetuneConfig`).
+    (fine-tuning has its own, :class:`efficient_bert.eval.suite.FinetuneConfig`, whose replaced
+    section is ``tasks``).
     """
     paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
     if not paths:
@@ -180,9 +182,10 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
     try:
         for extra in paths[1:]:
             layer = load_yaml(extra)
-            user = merge_layers(user, layer, list(layer.keys()) if isinstance(layer, DictConfig) else [])
+            user = merge_layers(user, layer, list(layer.keys()) if isinstance(layer, DictConfig) else [],
+                                replaced_sections)
         whole = [o.split("=", 1)[0].strip() for o in overrides]
-        user = merge_layers(user, OmegaConf.from_dotlist(list(overrides)), whole)
+        user = merge_layers(user, OmegaConf.from_dotlist(list(overrides)), whole, replaced_sections)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad override: {exc}") from exc
     source = " + ".join(str(p) for p in paths)

@@ -72,7 +72,9 @@ class FinetuneConfig:
 
 
 def load_finetune_config(paths: Sequence[str], overrides: Sequence[str] = ()) -> FinetuneConfig:
-    cfg = load_config(list(paths), overrides, schema=FinetuneConfig)
+    # a later YAML's or a whole `tasks={...}` override's task list replaces the earlier one;
+    # `tasks.rte.lr=...` edits it
+    cfg = load_config(list(paths), overrides, schema=FinetuneConfig, replaced_sections=("tasks",))
     if not cfg.tasks:
         raise ConfigError("tasks: is empty; list the tasks to run, e.g. tasks: {rte: {}, mrpc: {}}")
     for name, options in cfg.tasks.items():
