@@ -6,6 +6,7 @@ entries here (a model, an algorithm, an optimizer, a callback); the entry script
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor, MemoryMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import DataSpec
+from composer.devices import DeviceCPU, DeviceGPU
 from composer.optim import (ConstantScheduler, ConstantWithWarmupScheduler, CosineAnnealingWithWarmupScheduler,
                             LinearWithWarmupScheduler)
 from composer.utils import dist, reproducibility
@@ -23,7 +25,7 @@ from composer.utils import dist, reproducibility
 from efficient_bert.algorithms import LayerDrop, LayerStacking, RHOLoss, SelectiveBackprop, SophiaHessian
 from efficient_bert.calibrate import load_rst_factor
 from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, NaNGuard,
-                                      TimeMarkerExport, TrainingBudget)
+                                      ReplicaCheck, TimeMarkerExport, TrainingBudget)
 from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
@@ -32,7 +34,7 @@ from efficient_bert.model.hf_bert import build_hf_bert
 from efficient_bert.model.mosaic_bert import CONFIG_KEYS as MOSAIC_BERT_KEYS
 from efficient_bert.model.mosaic_bert import build_mosaic_bert
 from efficient_bert.optim import BudgetSchedule, Lamb, Lion, SophiaG, decoupled_adamw, param_groups
-from efficient_bert.registry import ConfigError, Registry
+from efficient_bert.registry import ConfigError, Registry, nearest
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,14 @@ CALLBACKS.register("memory_monitor", MemoryMonitor)
 CALLBACKS.register("runtime_estimator", RuntimeEstimator)
 
 
+@CALLBACKS.register("replica_check")
+def replica_check(save_folder: Optional[str], interval: Optional[int] = None) -> ReplicaCheck:
+    """Data-parallel replicas hold identical weights (at the end, and every ``interval`` batches);
+    on by default in multi-process runs. Writes ``<save_folder>/replica_check.json``."""
+    local = save_folder is not None and "://" not in save_folder
+    return ReplicaCheck(interval, str(Path(save_folder) / "replica_check.json") if local else None)
+
+
 @CALLBACKS.register("hf_export")
 def hf_export(save_folder: Optional[str], folder: Optional[str] = None, overwrite: bool = False) -> HFExport:
     """HF-format export at the end of training; ``folder`` defaults to ``<save_folder>/hf``."""
@@ -184,6 +194,21 @@ def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed
         pin_memory=cfg.pin_memory and device == "gpu", prefetch_factor=cfg.prefetch_factor,
         persistent_workers=cfg.persistent_workers, timeout=cfg.timeout, predownload=ds.predownload,
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
+
+
+def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int) -> Optional[dict[str, Any]]:
+    """Composer's parallelism_config from the ``fsdp`` section (None: DDP)."""
+    if fsdp is None:
+        return None
+    from composer.utils import FSDPConfig
+
+    known = {f.name for f in dataclasses.fields(FSDPConfig) if not f.name.startswith("_")}
+    for key in fsdp:
+        if key not in known:
+            raise ConfigError(f"fsdp: unknown option '{key}'{nearest(key, known)}; valid: {', '.join(sorted(known))}")
+    if world_size == 1:
+        log.warning("fsdp is set but only one process runs: FSDP shards nothing here")
+    return {"fsdp": dict(fsdp)}
 
 
 def build_budget_callbacks(cfg: BudgetConfig, save_folder: Optional[str]) -> tuple[Optional[TrainingBudget], list[Any]]:
@@ -262,7 +287,12 @@ def build_trainer(cfg: TrainConfig) -> Run:
     budget, callbacks = build_budget_callbacks(cfg.budget, cfg.save_folder)  # first: later callbacks read it
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     precision = cfg.precision or ("amp_bf16" if device == "gpu" else "fp32")
+    # The process group exists before the streaming datasets are built: otherwise each dataset opens
+    # and closes a group of its own, which hung the second one with NCCL on a 2-GPU host.
+    device_obj = DeviceGPU() if device == "gpu" else DeviceCPU()
+    dist.initialize_dist(device_obj, timeout=cfg.dist_timeout)
     world_size = dist.get_world_size()
+    parallelism = build_parallelism(cfg.fsdp, world_size)
     if cfg.global_train_batch_size % world_size:
         raise ConfigError(f"global_train_batch_size ({cfg.global_train_batch_size}) must be divisible by the "
                           f"number of processes ({world_size})")
@@ -299,12 +329,15 @@ def build_trainer(cfg: TrainConfig) -> Run:
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
     history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
     callbacks += [history, NaNGuard()]
+    if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
+        callbacks.append(replica_check(cfg.save_folder))  # one all-gather at the end: replicas must agree
 
     trainer = Trainer(
         run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, step_schedulers_every_batch=True,
         max_duration=cfg.max_duration, eval_interval=build_eval_interval(cfg, budget),
-        eval_subset_num_batches=cfg.eval_subset_num_batches, device=device, precision=precision,
+        eval_subset_num_batches=cfg.eval_subset_num_batches, device=device_obj, precision=precision,
+        parallelism_config=parallelism,
         device_train_microbatch_size=cfg.device_train_microbatch_size or device_batch, seed=cfg.seed,
         algorithms=algorithms, callbacks=callbacks, loggers=loggers, progress_bar=cfg.progress_bar,
         log_to_console=cfg.log_to_console, console_log_interval=cfg.console_log_interval,

@@ -109,6 +109,9 @@ class TrainConfig:
     load_path: Optional[str] = None
     autoresume: bool = False
     dist_timeout: float = 300.0
+    # Composer's FSDP options (composer.utils.FSDPConfig), e.g. {sharding_strategy: FULL_SHARD};
+    # unset: DDP when several processes run
+    fsdp: Optional[dict[str, Any]] = None
 
 
 def _section_type(tp: Any) -> Optional[type]:
