@@ -1,6 +1,7 @@
 """Data-parallel scaling of pretraining through `composer main.py`: tokens/s on 1, 2, 4 ... GPUs with
 the same per-GPU batch, the efficiency against linear scaling, and optionally a two-node simulation
-(two launchers on one host, node ranks 0 and 1, MASTER_ADDR=127.0.0.1).
+(two launchers on one host, node ranks 0 and 1, MASTER_ADDR=127.0.0.1; the second in its own mount
+namespace with its own /dev/shm, which needs root).
 
     python bench/scaling.py --gpus 1,2 --two_node --json scaling.json
 
@@ -61,24 +62,30 @@ def launcher(nproc: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc), *extra]
 
 
-def single_node(args: argparse.Namespace, gpus: int, tok: Path, mds: Path) -> float:
+def single_node(args: argparse.Namespace, gpus: int, tok: Path, mds: Path, extra: tuple[str, ...] = ()) -> float:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
-    cmd = launcher(gpus, "--master_port", str(free_port())) + run_args(args, gpus, tok, mds)
+    cmd = launcher(gpus, "--master_port", str(free_port())) + run_args(args, gpus, tok, mds) + list(extra)
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"{gpus} GPU(s) failed:\n{result.stderr[-4000:]}")
     return throughput(result.stdout + result.stderr, f"{gpus} GPU(s)")
 
 
-def two_nodes(args: argparse.Namespace, gpus: int, tok: Path, mds: Path) -> float:
+def two_nodes(args: argparse.Namespace, gpus: int, tok: Path, mds: Path, extra: tuple[str, ...] = ()) -> float:
     """Two launchers, one per simulated node with gpus/2 GPUs each, meeting at 127.0.0.1."""
     per_node, port = gpus // 2, free_port()
     procs = []
     for node in range(2):
         visible = ",".join(str(node * per_node + i) for i in range(per_node))
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible}
+        # as on real nodes, each reads the shards as a remote into its own local cache (two nodes that
+        # share one local directory on one host collide in streaming's shared memory)
+        cache = [f"variables.data_remote={mds}", f"variables.data_local={mds.parent / f'node{node}-cache'}"]
         cmd = launcher(per_node, "--world_size", str(gpus), "--node_rank", str(node), "--master_addr", "127.0.0.1",
-                       "--master_port", str(port)) + run_args(args, gpus, tok, mds)
+                       "--master_port", str(port)) + run_args(args, gpus, tok, mds) + list(extra) + cache
+        if node == 1:  # its own /dev/shm, as on a second machine: streaming's shared memory names are per host
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs none /dev/shm && exec "$@"', "sh"] + cmd
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outputs = [p.communicate()[0] for p in procs]
@@ -94,6 +101,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--window", type=int, default=30, help="steps at the end over which throughput is read")
     parser.add_argument("--two_node", action="store_true", help="also simulate 2 nodes with the largest GPU count")
+    parser.add_argument("--no_single", action="store_true", help="skip the one-node runs (efficiency is then "
+                        "relative to the first row that ran)")
+    parser.add_argument("--fsdp", action="store_true", help="also run the largest GPU count with FSDP")
     parser.add_argument("--tokenizer")
     parser.add_argument("--data")
     parser.add_argument("--seed", type=int, default=17)
@@ -102,14 +112,20 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="scaling-"))
     tok, mds = (Path(args.tokenizer), Path(args.data)) if args.tokenizer else prepare_data(work)
     counts = [int(g) for g in args.gpus.split(",")]
-    rows = []
-    for gpus in counts:
-        rows.append({"setup": f"{gpus} GPU{'s' if gpus > 1 else ''}, 1 node", "gpus": gpus,
-                     "samples_per_sec": single_node(args, gpus, tok, mds)})
+    setups = [(f"{g} GPU{'s' if g > 1 else ''}, 1 node", g, single_node, ()) for g in counts if not args.no_single]
     if args.two_node:
-        gpus = max(counts)
-        rows.append({"setup": f"{gpus} GPUs as 2 nodes x {gpus // 2}", "gpus": gpus,
-                     "samples_per_sec": two_nodes(args, gpus, tok, mds)})
+        setups.append((f"{max(counts)} GPUs as 2 nodes x {max(counts) // 2}", max(counts), two_nodes, ()))
+    if args.fsdp:
+        setups.append((f"{max(counts)} GPUs, FSDP full shard", max(counts), single_node,
+                       ("fsdp={sharding_strategy: FULL_SHARD}",)))
+    rows = []
+    for name, gpus, run, extra in setups:
+        try:
+            rows.append({"setup": name, "gpus": gpus, "samples_per_sec": run(args, gpus, tok, mds, extra)})
+            print(f"{name}: {rows[-1]['samples_per_sec']:.0f} samples/s", flush=True)
+        except RuntimeError as exc:  # report the others
+            print(f"{name}: FAILED\n{exc}", flush=True)
+    rows = [r for r in rows if r["samples_per_sec"]]
     base = rows[0]["samples_per_sec"] / rows[0]["gpus"]
     print(f"Mosaic BERT-Base, seq 128, {args.per_gpu_batch} rows per GPU per step, bf16, "
           f"throughput over the last {args.window} of {args.steps} steps")
