@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import time
 import warnings
@@ -35,7 +34,6 @@ from efficient_bert.eval.tasks import TASKS, DataSource, Predictions, Recipe, Ta
 from efficient_bert.model.checkpoint import load_pretrained
 from efficient_bert.optim import decoupled_adamw, param_groups
 
-log = logging.getLogger(__name__)
 MODEL_DIR = "model"  # under a job's out_dir: the fine-tuned model, kept for tasks that start from it
 
 
@@ -45,18 +43,19 @@ def encode(examples: Sequence[Example], tokenizer: Any, max_seq_len: int) -> lis
     a = [e.text_a for e in examples]
     b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
     enc = tokenizer(a, b, truncation="longest_first", max_length=max_seq_len, return_token_type_ids=True)
-    return [{"input_ids": ids, "token_type_ids": types, "label": e.label, "group": e.group}
+    return [{"input_ids": ids, "token_type_ids": types, "label": e.label}
             for ids, types, e in zip(enc["input_ids"], enc["token_type_ids"], examples)]
 
 
-def grouped(rows: list[dict[str, Any]], by_group: bool) -> list[list[dict[str, Any]]]:
-    """Dataset items: one row each, or all candidates of a group together (multiple choice)."""
+def grouped(rows: Sequence[Any], groups: Sequence[Optional[int]], by_group: bool) -> list[list[Any]]:
+    """Dataset items: one row each, or all candidates of a group together (multiple choice), groups
+    in order of first appearance."""
     if not by_group:
         return [[r] for r in rows]
-    groups: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(r["group"], []).append(r)
-    return list(groups.values())
+    items: dict[Optional[int], list[Any]] = {}
+    for row, group in zip(rows, groups):
+        items.setdefault(group, []).append(row)
+    return list(items.values())
 
 
 class Collate:
@@ -227,7 +226,7 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
     tokenizer = load_job_tokenizer(job)
     by_group = task.kind == "multiple_choice"
     float_labels = task.kind != "classification"
-    train_items = grouped(encode(train, tokenizer, recipe.max_seq_len), by_group)
+    train_items = grouped(encode(train, tokenizer, recipe.max_seq_len), [e.group for e in train], by_group)
     if not train_items:
         raise TaskDataError(f"{task.name}: no training examples")
 
@@ -254,10 +253,11 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
 
     metrics, majority, counts = {}, {}, {}
     for split, examples in evals.items():
-        items = grouped(encode(examples, tokenizer, recipe.max_seq_len), by_group)
-        flat = [e for item in grouped([{"e": e, "group": e.group} for e in examples], by_group) for e in item]
+        groups = [e.group for e in examples]
+        items = grouped(encode(examples, tokenizer, recipe.max_seq_len), groups, by_group)
+        in_order = [e for item in grouped(examples, groups, by_group) for e in item]  # as the loader yields them
         logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
-        metrics[split] = task.score(Predictions([r["e"] for r in flat], logits))
+        metrics[split] = task.score(Predictions(in_order, logits))
         majority[split] = task.majority_score(train, examples)
         counts[split] = len(examples)
     if job.save_model:
