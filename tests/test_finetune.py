@@ -295,3 +295,40 @@ progress_bar: false
     before = (results / "sst2" / "seed-3" / "result.json").stat().st_mtime_ns
     assert run_suite(load_finetune_config([yaml], ["resume=true"]))["averages"] == summary["averages"]
     assert (results / "sst2" / "seed-3" / "result.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_hf_bert_and_composer_checkpoints_and_multiple_choice(tmp_path, tokenizer, tokenizer_dir):
+    """The other checkpoint kinds: an HF BERT folder, a Composer .pt (tokenizer given separately);
+    and the multiple-choice path (COPA's format) through the trainer."""
+    from efficient_bert.model.hf_bert import build_hf_bert
+
+    torch.manual_seed(0)
+    composer_model = build_hf_bert(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64)
+    hf_dir = tmp_path / "hf-bert"
+    composer_model.model.save_pretrained(str(hf_dir))
+    tokenizer.save_pretrained(str(hf_dir))
+    pt = tmp_path / "ck.pt"  # the layout Composer writes: state.model holds the wrapper's state dict
+    torch.save({"state": {"model": composer_model.state_dict()}}, pt)
+    source = DataSource(glue_dir=str(GLUE_SLICE))
+    quick = replace(TASKS["sst2"].recipe, epochs=1, batch_size=16, max_seq_len=32)
+    for checkpoint, tok in ((hf_dir, None), (pt, str(tokenizer_dir))):
+        result = run_job(FinetuneJob("sst2", 1, str(checkpoint), str(tmp_path / checkpoint.stem), tokenizer=tok,
+                                     recipe=quick, max_train_examples=64, max_eval_examples=32, progress_bar=False),
+                         source)
+        assert result["train_examples"] == 64 and 0.0 <= result["metrics"]["dev"]["accuracy"] <= 1.0
+    with pytest.raises(TaskDataError, match="a Composer checkpoint carries none"):
+        run_job(FinetuneJob("sst2", 1, str(pt), str(tmp_path / "x"), recipe=quick, max_train_examples=8,
+                            progress_bar=False), source)
+
+    sentences = [line.split("\t")[0] for line in (GLUE_SLICE / "SST-2" / "dev.tsv").read_text().splitlines()[1:41]]
+    (tmp_path / "sg" / "COPA").mkdir(parents=True)
+    for split in ("train", "val"):
+        rows = [{"premise": sentences[i], "choice1": sentences[i + 1], "choice2": sentences[i + 2],
+                 "question": "cause" if i % 2 else "effect", "label": i % 2, "idx": i} for i in range(0, 36, 3)]
+        (tmp_path / "sg" / "COPA" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_job(FinetuneJob("copa", 1, str(hf_dir), str(tmp_path / "copa"), recipe=replace(quick, epochs=2),
+                                 progress_bar=False), DataSource(superglue_dir=str(tmp_path / "sg")))
+    assert result["train_examples"] == 24 and result["eval_examples"] == {"val": 24}  # 12 questions x 2 choices
+    assert result["metrics"]["val"]["accuracy"] in {k / 12 for k in range(13)}  # scored per question
