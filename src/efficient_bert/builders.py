@@ -24,8 +24,8 @@ from composer.utils import dist, reproducibility
 
 from efficient_bert.algorithms import LayerDrop, LayerStacking, RHOLoss, SelectiveBackprop, SophiaHessian
 from efficient_bert.calibrate import load_rst_factor
-from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, NaNGuard,
-                                      ReplicaCheck, TimeMarkerExport, TrainingBudget)
+from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, MetricsFile,
+                                      NaNGuard, ReplicaCheck, TimeMarkerExport, TrainingBudget)
 from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
@@ -166,6 +166,15 @@ def wandb_logger(run_name: str, project: Optional[str] = None, entity: Optional[
     init_kwargs = {k: v for k, v in {"mode": mode, "dir": dir}.items() if v is not None}
     return WandBLogger(project=project, entity=entity, group=group, tags=list(tags) if tags else None,
                        name=run_name, log_artifacts=log_artifacts, init_kwargs=init_kwargs or None)
+
+
+@LOGGERS.register("tensorboard")
+def tensorboard_logger(run_name: str, log_dir: Optional[str] = None, flush_interval: int = 100):
+    """TensorBoard event files (default ``runs/<run_name>/tensorboard``)."""
+    from composer.loggers import TensorboardLogger
+
+    return TensorboardLogger(log_dir=log_dir or str(Path("runs") / run_name / "tensorboard"),
+                             flush_interval=flush_interval)
 
 
 # --- assembly -------------------------------------------------------------------------------------
@@ -327,6 +336,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
     callbacks += build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)
     loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
+    # always on: the local record that `efficient-bert report` reads
+    loggers.append(MetricsFile(cfg.save_folder if local_save else str(Path("runs") / cfg.run_name), cfg.save_overwrite))
     history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
     callbacks += [history, NaNGuard()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):

@@ -6,6 +6,7 @@
     efficient-bert calibrate --out runs/rst.json                         (reference-system time factor)
     efficient-bert extract-il --model IL_CKPT --tokenizer T --data_local MDS --out il.npz   (RHO-loss)
     efficient-bert finetune yamls/finetune/glue.yaml checkpoint=HF_OR_PT glue_dir=DIR results_dir=OUT
+    efficient-bert report runs/baseline runs/layer-drop --out runs/report   (table + loss plots)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ COMMANDS = {
     "calibrate": "efficient_bert.calibrate",
     "extract-il": "efficient_bert.extract_il",
     "finetune": "efficient_bert.eval.suite",
+    "report": "efficient_bert.report",
 }
 
 

@@ -6,9 +6,10 @@ from efficient_bert.callbacks.early_stop import BudgetEarlyStop
 from efficient_bert.callbacks.eval_history import EvalHistory
 from efficient_bert.callbacks.eval_schedule import BudgetEvalInterval
 from efficient_bert.callbacks.hf_export import HFExport, export_hf
+from efficient_bert.callbacks.metrics_file import METRICS_FILE, MetricsFile
 from efficient_bert.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from efficient_bert.callbacks.replica_check import ReplicaCheck, ReplicaDivergenceError
 from efficient_bert.callbacks.time_markers import TimeMarkerExport
 
-__all__ = ["BudgetEarlyStop", "BudgetEvalInterval", "EvalHistory", "HFExport", "NaNGuard", "NonFiniteLossError",
+__all__ = ["METRICS_FILE", "MetricsFile", "BudgetEarlyStop", "BudgetEvalInterval", "EvalHistory", "HFExport", "NaNGuard", "NonFiniteLossError",
            "ReplicaCheck", "ReplicaDivergenceError", "TimeMarkerExport", "TrainingBudget", "export_hf", "extra_forward", "find_budget"]

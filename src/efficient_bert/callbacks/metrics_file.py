@@ -1,0 +1,88 @@
+"""A local metrics file for every run: one JSON line per batch with everything the loggers received.
+
+``efficient-bert report`` reads it, so comparing runs needs no tracking service. Each line holds the
+batch, samples, tokens and training wall-clock seconds of the moment, and the metrics logged at that
+batch (loss, eval loss, LR, throughput, MFU, memory, budget used ...). The counts are Composer's
+timestamp: a step's training loss is logged before the step is counted, so it sits on the row of
+the batches before it (Composer's own logging step); evaluations after step n sit on row n.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from composer.core import State
+from composer.loggers import Logger, LoggerDestination
+from composer.utils import dist
+
+METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"  # the run's resolved configuration
+
+
+class MetricsFile(LoggerDestination):
+    """Writes ``<folder>/metrics.jsonl`` (rank 0). A fresh run refuses a folder that already holds
+    metrics unless ``overwrite``; a resumed run (starting past batch 0) appends. ``run.json`` gets
+    the hyper-parameters."""
+
+    def __init__(self, folder: str, overwrite: bool = False):
+        self.folder = Path(folder)
+        self.path = self.folder / METRICS_FILE
+        self.overwrite = overwrite
+        self._state: Optional[State] = None
+        self._row: dict[str, Any] = {}
+        self._handle = None
+
+    def init(self, state: State, logger: Logger) -> None:
+        self._state = state
+
+    def _open(self) -> None:
+        # opened at the first row, which may come before fit (eval_at_start)
+        resumed = self._state is not None and int(self._state.timestamp.batch) > 0
+        if self.path.exists() and self.path.stat().st_size and not resumed and not self.overwrite:
+            raise FileExistsError(f"{self.path} already holds a run's metrics; choose another save_folder or "
+                                  "set save_overwrite=true")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a" if resumed else "w", encoding="utf-8")
+
+    def log_hyperparameters(self, hyperparameters: dict[str, Any]) -> None:
+        if dist.get_global_rank() == 0:  # Composer logs some of its own too: merge
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / RUN_FILE
+            merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **hyperparameters}
+            path.write_text(json.dumps(merged, indent=1, default=str))
+
+    def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
+        if dist.get_global_rank() != 0 or self._state is None:
+            return
+        ts = self._state.timestamp
+        if self._row and self._row["batch"] != int(ts.batch):
+            self._flush()
+        if not self._row:
+            self._row = {"batch": int(ts.batch), "samples": int(ts.sample), "tokens": int(ts.token),
+                         "wall_s": round(ts.total_wct.total_seconds(), 3)}
+        for key, value in metrics.items():
+            value = float(value.item() if hasattr(value, "item") else value)
+            self._row[key] = value if math.isfinite(value) else str(value)  # JSON has no NaN
+
+    def _flush(self) -> None:
+        if self._row and self._handle is None:
+            self._open()
+        if self._row:
+            self._handle.write(json.dumps(self._row) + "\n")
+            self._handle.flush()
+        self._row = {}
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        self._flush()  # an evaluation's metrics are a row of their own at that batch
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self._flush()
+
+    def close(self, state: State, logger: Logger) -> None:
+        self._flush()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
