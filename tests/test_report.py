@@ -70,7 +70,8 @@ def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_d
     cfg = load_config(Path(__file__).resolve().parents[1] / "yamls" / "tiny-cpu.yaml", [
         f"variables.data={token_mds}", f"tokenizer.path={tokenizer_dir}", f"save_folder={save}", "max_duration=8ba",
         "eval_interval=4ba", "save_interval=8ba", "loggers.wandb=null", "callbacks.hf_export=null",
-        f"loggers.tensorboard={{log_dir: {tmp_path / 'tb'}}}", "callbacks.speed_monitor={window_size: 2}",
+        f"loggers.tensorboard={{log_dir: {tmp_path / 'tb'}}}", "callbacks.lr_monitor=null",
+        "callbacks.speed_monitor={window_size: 2}",
         "budget.hours=1.0", "run_name=metrics-file"])
     run = build_trainer(cfg)
     run.fit()
@@ -83,8 +84,10 @@ def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_d
     last = rows[-1]
     assert last["tokens"] == 8 * 16 * 64 and last["samples"] == 8 * 16
     every_key = set().union(*rows)
-    for key in ("lr-AdamW/group0", "throughput/tokens_per_sec", "budget/wall_hours", "budget/rst_hours"):
+    # lr_monitor, on by default, was switched off
+    for key in ("throughput/tokens_per_sec", "budget/wall_hours", "budget/rst_hours"):
         assert key in every_key
+    assert not any(k.startswith("lr-") for k in every_key)
     assert json.loads((save / "run.json").read_text())["run_name"] == "metrics-file"
     assert list((tmp_path / "tb").glob("**/events.out.tfevents.*"))
     record = read_run(save)

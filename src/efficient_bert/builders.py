@@ -333,7 +333,10 @@ def build_trainer(cfg: TrainConfig) -> Run:
                           "the optimizer's Hessian estimate): see yamls/methods/sophiag.yaml")
     scheduler = SCHEDULERS.build(*named(cfg.scheduler, "scheduler", SCHEDULERS), where="scheduler")
 
-    callbacks += build_components(CALLBACKS, cfg.callbacks, "callbacks", save_folder=cfg.save_folder)
+    # the monitors whose figures every report needs run unless the YAML names them (null switches one off)
+    defaults = {"speed_monitor": {}, "lr_monitor": {}, **({"memory_monitor": {}} if device == "gpu" else {})}
+    sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
+    callbacks += build_components(CALLBACKS, sections, "callbacks", save_folder=cfg.save_folder)
     loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
     # always on: the local record that `efficient-bert report` reads
