@@ -182,8 +182,9 @@ def run_parallel(jobs: list[FinetuneJob], source: DataSource, gpus: list[int]) -
         for gpu, (proc, i) in list(running.items()):
             if proc.poll() is not None:
                 del running[gpu]
+                where = f"{jobs[i].out_dir}/log.txt" + (" and the terminal" if jobs[i].progress_bar else "")
                 results[i] = finished(jobs[i]) or {"task": jobs[i].task, "seed": jobs[i].seed,
-                                                   "error": f"exit code {proc.returncode}; see {jobs[i].out_dir}/log.txt"}
+                                                   "error": f"exit code {proc.returncode}; see {where}"}
         for i in list(pending):
             dep = needs[i]
             if dep is not None and dep in results and "error" in results[dep]:
