@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -339,8 +340,10 @@ def build_trainer(cfg: TrainConfig) -> Run:
     callbacks += build_components(CALLBACKS, sections, "callbacks", save_folder=cfg.save_folder)
     loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
-    # always on: the local record that `efficient-bert report` reads
-    loggers.append(MetricsFile(cfg.save_folder if local_save else str(Path("runs") / cfg.run_name), cfg.save_overwrite))
+    # always on: the local record that `efficient-bert report` reads; without a local save_folder, a
+    # new folder per run, so that running a YAML again keeps the earlier record
+    metrics_folder = cfg.save_folder if local_save else str(Path("runs") / cfg.run_name / time.strftime("%Y%m%d-%H%M%S"))
+    loggers.append(MetricsFile(metrics_folder, cfg.save_overwrite))
     history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
     callbacks += [history, NaNGuard()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):

@@ -46,7 +46,7 @@ def read_run(folder: str | Path, metric: str = EVAL_LOSS) -> RunRecord:
     path = folder / METRICS_FILE
     if not path.is_file():
         raise ReportError(f"{folder} has no {METRICS_FILE}: give the save_folder of a training run (every run "
-                          f"writes it there, or under runs/<run_name> without a local save_folder)")
+                          f"writes it there, or under runs/<run_name>/<date-time> without a local save_folder)")
     name = folder.name
     if (folder / RUN_FILE).is_file():
         name = json.loads((folder / RUN_FILE).read_text()).get("run_name", name)
