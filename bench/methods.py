@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import SIZES, add_workload_arguments, build, make_batches  # noqa: E402  (shared setup)
+from throughput import SIZES, add_workload_arguments, build, chosen, workload_batches  # noqa: E402  (shared setup)
 
 from efficient_bert.algorithms import (apply_layer_drop, apply_layer_stacking, apply_sophia_hessian,  # noqa: E402
                                        keep_probability)
@@ -168,14 +168,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    names = args.scenarios.split(",")
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        p.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
-    if not torch.cuda.is_available():
-        raise SystemExit("bench/methods.py needs a CUDA GPU")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    batches = make_batches(4, args.batch, args.seq, args.vocab, args, "cuda")
+    names = chosen(p, args.scenarios, SCENARIOS, "scenario")
+    batches = workload_batches(args, "bench/methods.py")
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {args.model} {args.size}, batch "
           f"{args.batch}, seq {args.seq}", flush=True)
     results = []

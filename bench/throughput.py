@@ -181,6 +181,23 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=30)
 
 
+def chosen(p: argparse.ArgumentParser, value: str, choices, what: str) -> list[str]:
+    """The comma-separated names of ``value``, each one of ``choices`` (else a usage error)."""
+    names = value.split(",")
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        p.error(f"unknown {what}(s) {unknown}; choose from {', '.join(choices)}")
+    return names
+
+
+def workload_batches(args: argparse.Namespace, script: str) -> list[dict]:
+    """After the CUDA check (with TF32 matmuls), the fixed batches of the shared workload."""
+    if not torch.cuda.is_available():
+        raise SystemExit(f"{script} needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    return make_batches(4, args.batch, args.seq, args.vocab, args, "cuda")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
@@ -189,15 +206,9 @@ def main(argv=None) -> None:
     p.add_argument("--profile", default=None, help="variant to profile after timing")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    if not torch.cuda.is_available():
-        raise SystemExit("bench/throughput.py needs a CUDA GPU")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    variants = chosen(p, args.variants, VARIANTS, "variant")
+    batches = workload_batches(args, "bench/throughput.py")
     peak = args.peak_tflops or matmul_peak_tflops()
-    batches = make_batches(4, args.batch, args.seq, args.vocab, args, "cuda")
     fill = sum(float(b["attention_mask"].float().mean()) for b in batches) / len(batches)
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {args.size}, batch {args.batch}, seq "
           f"{args.seq}, fill {fill:.3f}, mask {args.mask_prob} | bf16 matmul peak {peak:.0f} TFLOP/s", flush=True)
