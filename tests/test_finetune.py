@@ -65,7 +65,8 @@ GLUE_ROWS = {  # task: (file text, expected first example) in the official layou
     "stsb": ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
              "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane takes off.\tA jet takes off.\t4.200\n",
              Example("A plane takes off.", "A jet takes off.", 4.2)),
-    "qqp": ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tHow do I cook rice?\tHow is rice cooked?\t1\n",
+    "qqp": ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+            "7\t1\t2\tHow do I cook rice?\tHow is rice cooked?\t1\n",
             Example("How do I cook rice?", "How is rice cooked?", 1)),
     "mnli": ("index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
              "0\t1\t1n\tfiction\t(a)\t(b)\t(a)\t(b)\tShe ran home.\tShe was outside.\tneutral\tneutral\n",

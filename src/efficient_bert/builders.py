@@ -342,7 +342,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
     # always on: the local record that `efficient-bert report` reads; without a local save_folder, a
     # new folder per run, so that running a YAML again keeps the earlier record
-    metrics_folder = cfg.save_folder if local_save else str(Path("runs") / cfg.run_name / time.strftime("%Y%m%d-%H%M%S"))
+    metrics_folder = (cfg.save_folder if local_save
+                      else str(Path("runs") / cfg.run_name / time.strftime("%Y%m%d-%H%M%S")))
     loggers.append(MetricsFile(metrics_folder, cfg.save_overwrite))
     history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
     callbacks += [history, NaNGuard()]

@@ -100,7 +100,8 @@ def _fmt(value: object, spec: str) -> str:
 
 def markdown(rows: list[dict[str, object]], baseline: str, images: Sequence[str]) -> str:
     lines = [f"# Run comparison (baseline: {baseline})", "",
-             "| run | final eval loss | Δ vs baseline | tokens | × baseline | train wall h | × baseline | RST h | GLUE avg |",
+             "| run | final eval loss | Δ vs baseline | tokens | × baseline | train wall h | × baseline | RST h "
+             "| GLUE avg |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         glue = None if r["glue_average"] is None else 100 * r["glue_average"]

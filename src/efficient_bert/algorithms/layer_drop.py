@@ -7,7 +7,7 @@ Dropping", NeurIPS 2020. Kaddour et al., "No Train No Gain", NeurIPS 2023 (γ pe
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from composer.core import Algorithm, Event, State

@@ -11,5 +11,6 @@ from efficient_bert.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from efficient_bert.callbacks.replica_check import ReplicaCheck, ReplicaDivergenceError
 from efficient_bert.callbacks.time_markers import TimeMarkerExport
 
-__all__ = ["METRICS_FILE", "MetricsFile", "BudgetEarlyStop", "BudgetEvalInterval", "EvalHistory", "HFExport", "NaNGuard", "NonFiniteLossError",
-           "ReplicaCheck", "ReplicaDivergenceError", "TimeMarkerExport", "TrainingBudget", "export_hf", "extra_forward", "find_budget"]
+__all__ = ["METRICS_FILE", "BudgetEarlyStop", "BudgetEvalInterval", "EvalHistory", "HFExport", "MetricsFile",
+           "NaNGuard", "NonFiniteLossError", "ReplicaCheck", "ReplicaDivergenceError", "TimeMarkerExport",
+           "TrainingBudget", "export_hf", "extra_forward", "find_budget"]

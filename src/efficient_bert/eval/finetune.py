@@ -131,8 +131,8 @@ class TaskProgress(Callback):
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=int(state.max_duration.value), desc=self.description, position=self.position, leave=True,
-                            dynamic_ncols=True, unit="ba")
+            self.bar = tqdm(total=int(state.max_duration.value), desc=self.description, position=self.position,
+                            leave=True, dynamic_ncols=True, unit="ba")
 
     def batch_end(self, state: State, logger: Logger) -> None:
         if self.bar is not None:

@@ -189,7 +189,8 @@ def run_parallel(jobs: list[FinetuneJob], source: DataSource, gpus: list[int]) -
             dep = needs[i]
             if dep is not None and dep in results and "error" in results[dep]:
                 pending.remove(i)
-                results[i] = {"task": jobs[i].task, "seed": jobs[i].seed, "error": f"its source {jobs[dep].task} failed"}
+                results[i] = {"task": jobs[i].task, "seed": jobs[i].seed,
+                              "error": f"its source {jobs[dep].task} failed"}
         free = [g for g in gpus if g not in running]
         for gpu in free:
             ready = next((i for i in pending if needs[i] is None or needs[i] in results), None)
@@ -249,14 +250,16 @@ def summarize(results: Sequence[dict[str, Any]], excludes: Sequence[str] = ("wnl
             entry["score"] = task_score(entry["median"])
         tasks[name] = entry
     for bench in ("glue", "superglue"):
-        scores = [t["score"] for n, t in tasks.items() if t["benchmark"] == bench and "score" in t and n not in excludes]
+        scores = [t["score"] for n, t in tasks.items()
+                  if t["benchmark"] == bench and "score" in t and n not in excludes]
         if scores:
             averages[bench] = {"average": statistics.mean(scores), "tasks": len(scores)}
     return {"tasks": tasks, "averages": averages, "excluded_from_average": list(excludes)}
 
 
 def to_markdown(summary: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", "Median over seeds (scores x 100). Majority: always the most frequent training class.", "",
+    lines = [f"# {title}", "",
+             "Median over seeds (scores x 100). Majority: always the most frequent training class.", "",
              "| task | split | metric | median | seeds | majority |", "|---|---|---|---:|---:|---:|"]
     for name, t in summary["tasks"].items():
         for split, values in t.get("median", {}).items():

@@ -18,8 +18,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from efficient_bert.eval import metrics as M
-from efficient_bert.eval.readers import (Column, Example, TaskDataError, field as get, label_index, multirc_examples,
-                                         read_hf_split, read_superglue, read_tsv, record_examples, record_jsonl_examples)
+from efficient_bert.eval.readers import (Column, Example, TaskDataError, field as get, label_index,
+                                         multirc_examples, read_hf_split, read_superglue, read_tsv, record_examples,
+                                         record_jsonl_examples)
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,12 @@ def glue_hf(a: str, b: Optional[str], labels: Optional[Sequence[str]]):
     return convert
 
 
-def glue_task(name: str, folder: str, a: Column, b: Optional[Column], label: Column, hf_fields: tuple[str, Optional[str]],
-              labels: Optional[Sequence[str]], score: Scorer, recipe: Recipe, kind: str = "classification",
-              eval_splits: Optional[dict[str, str]] = None) -> Task:
+def glue_task(name: str, folder: str, a: Column, b: Optional[Column], label: Column,
+              hf_fields: tuple[str, Optional[str]], labels: Optional[Sequence[str]], score: Scorer, recipe: Recipe,
+              kind: str = "classification", eval_splits: Optional[dict[str, str]] = None) -> Task:
     eval_splits = eval_splits or {"dev": "dev.tsv"}
-    hf_splits = {"train": "train", **{s: "validation" + s[3:] for s in eval_splits}}  # dev_matched -> validation_matched
+    # dev -> validation, dev_matched -> validation_matched
+    hf_splits = {"train": "train", **{s: "validation" + s[3:] for s in eval_splits}}
     return Task(name, "glue", folder, kind, tuple(labels) if labels else None, eval_splits,
                 glue_reader(a, b, label, labels), ("glue", name), hf_splits, glue_hf(*hf_fields, labels), score, recipe)
 
