@@ -13,6 +13,10 @@ if problems:
 import composer  # noqa: E402,F401  (the imports themselves are the check)
 import streaming  # noqa: E402,F401
 import transformers  # noqa: E402
+# the loggers a YAML can name: their own dependencies (protobuf) break at import, not at install
+from composer.loggers import TensorboardLogger, WandBLogger  # noqa: E402,F401
+import tensorboard  # noqa: E402,F401
+import wandb  # noqa: E402,F401
 
 import efficient_bert  # noqa: E402,F401
 

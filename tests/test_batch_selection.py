@@ -159,7 +159,7 @@ def test_selective_backprop_in_the_trainer_batch_size_budget_and_workers(tmp_pat
         # the scoring forwards are taken off the budget only when they do not count
         assert (budget.excluded_seconds > 0) == (not count) and budget.excluded_seconds < budget.wall_seconds
         runs.append(rows.ids)
-        run.trainer.close()
+        run.close()
     assert runs[0] == runs[1]  # the same rows selected in two runs with 2 dataloader workers
     assert all(len(set(ids)) == 8 for ids in runs[0])
 
@@ -196,7 +196,7 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
                       "algorithms.rho_loss.mega_batch_size=32", methods=["rho-loss.yaml"])
     run.fit()
     assert rows.sizes == [8] * 6 and rows.consistent
-    run.trainer.close()
+    run.close()
 
     # an IL file that misses training samples is refused before training starts
     partial = tmp_path / "partial.npz"
@@ -205,7 +205,7 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
                    "algorithms.rho_loss.mega_batch_size=32", methods=["rho-loss.yaml"])
     with pytest.raises(LookupError, match=f"training samples .* have no irreducible loss in {partial}"):
         run.fit()
-    run.trainer.close()
+    run.close()
 
 
 @pytest.mark.slow
@@ -218,4 +218,4 @@ def test_selective_backprop_composes_with_stacking_layer_drop_and_another_optimi
     run.fit()
     assert rows.sizes == [8] * 6 and rows.consistent
     assert find_layer_plan(run.trainer.state.model).depth == 4  # stacked at half of max_duration
-    run.trainer.close()
+    run.close()

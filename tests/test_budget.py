@@ -102,7 +102,7 @@ def test_budget_stops_anneals_exports_evaluates_and_resumes(tmp_path, tokenizer_
     markers = tmp_path / "ckpt" / "time_markers"
     assert [p.name for p in markers.iterdir()] == ["marker-0.5"]
     assert (markers / "marker-0.5" / "config.json").exists()
-    run.trainer.close()
+    run.close()
 
     # resume from the checkpoint at batch 18: the spent half of the budget comes back with it
     resumed, budget = build(tmp_path, tokenizer_dir, token_mds, f"load_path={tmp_path / 'ckpt' / 'ep0-ba18-rank0.pt'}",
@@ -111,7 +111,7 @@ def test_budget_stops_anneals_exports_evaluates_and_resumes(tmp_path, tokenizer_
     resumed.fit()
     assert int(resumed.trainer.state.timestamp.batch) == 36 and budget.wall_seconds == 360.0
     assert not (tmp_path / "ckpt2" / "time_markers").exists()  # marker 0.5 was done before the checkpoint
-    resumed.trainer.close()
+    resumed.close()
 
 
 @pytest.mark.slow
@@ -122,7 +122,7 @@ def test_early_stop_when_eval_loss_is_too_high(tmp_path, tokenizer_dir, token_md
         run.fit()
     assert int(run.trainer.state.timestamp.batch) == 9
     assert "early stop: eval/LanguageCrossEntropy" in caplog.text
-    run.trainer.close()
+    run.close()
 
 
 def test_budget_config_errors_name_the_fix(tmp_path, tokenizer_dir):

@@ -10,11 +10,15 @@ from streaming import StreamingDataset
 from conftest import ROOT, SAMPLE, sample_documents
 from efficient_bert.data.convert import convert
 from efficient_bert.data.corpus import BadInputError
+from efficient_bert.data.text_dataset import release_shared_memory
 
 
 def read_column(root, split, column):
     ds = StreamingDataset(local=str(root), split=split, shuffle=False, batch_size=1)
-    return [ds[i][column] for i in range(ds.num_samples)]
+    try:
+        return [ds[i][column] for i in range(ds.num_samples)]
+    finally:
+        release_shared_memory(ds)
 
 
 def test_c4_json_gz_round_trips_every_document_in_order(text_mds):

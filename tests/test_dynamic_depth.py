@@ -180,7 +180,7 @@ def test_stacking_in_the_trainer_grows_on_schedule_and_resumes(tmp_path, tokeniz
     layers = find_layer_plan(run.trainer.state.model).layers
     steps = [int(optimizer.state[next(layer.parameters())]["step"]) for layer in layers]
     assert steps == [20, 15, 10, 10]  # each layer's state starts fresh when it joins
-    run.trainer.close()
+    run.close()
 
     # the batch-8 checkpoint holds a 2-layer model: it loads as one and resumes at depth 2
     ckpt = tmp_path / "ckpt" / "ep0-ba8-rank0.pt"
@@ -193,7 +193,7 @@ def test_stacking_in_the_trainer_grows_on_schedule_and_resumes(tmp_path, tokeniz
     optimizer = resumed.trainer.state.optimizers[0]
     layers = find_layer_plan(resumed.trainer.state.model).layers
     assert [int(optimizer.state[next(layer.parameters())]["step"]) for layer in layers] == [20, 15, 10, 10]
-    resumed.trainer.close()
+    resumed.close()
 
 
 @pytest.mark.slow
@@ -222,7 +222,7 @@ def test_layer_drop_and_stacking_compose_with_a_budget(tmp_path, tokenizer_dir, 
         assert ran == expected, batch
     assert sum(calls.train) < sum(calls.depth)  # some layers were dropped in training,
     assert calls.eval == [4] * 4  # none in evaluation (batch 10 and the end; 2 batches each)
-    run.trainer.close()
+    run.close()
 
 
 def test_hf_export_mid_stacking_holds_the_stacked_depth(tmp_path, tokenizer):

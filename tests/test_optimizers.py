@@ -189,7 +189,7 @@ def test_optimizer_state_round_trips_through_a_composer_checkpoint(tmp_path, tok
                     methods=[method])
     run.fit()
     saved = run.trainer.state.optimizers[0].state_dict()
-    run.trainer.close()
+    run.close()
     resumed = build_run(tmp_path, tokenizer_dir, token_mds, f"save_folder={tmp_path / 'b'}", "max_duration=3ba",
                         f"load_path={tmp_path / 'a' / 'ep0-ba3-rank0.pt'}", methods=[method])
     loaded = resumed.trainer.state.optimizers[0].state_dict()
@@ -205,7 +205,7 @@ def test_optimizer_state_round_trips_through_a_composer_checkpoint(tmp_path, tok
                 assert other == value
     if method == "sophiag.yaml":
         assert any(bool(entry["hessian"].abs().sum() > 0) for entry in loaded["state"].values())
-    resumed.trainer.close()
+    resumed.close()
 
 
 @pytest.mark.slow
@@ -228,7 +228,7 @@ def test_sophia_hessian_runs_every_k_steps_and_counts_as_an_extra_forward(tmp_pa
         assert all(tokens > 0 for _, tokens in refreshed)
         budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
         assert (budget.excluded_seconds > 0) == (not counted)
-        run.trainer.close()
+        run.close()
     with pytest.raises(ConfigError, match="sophiag and algorithms.sophia_hessian go together"):
         build_run(tmp_path, tokenizer_dir, token_mds, "max_duration=2ba", "algorithms.sophia_hessian=null",
                   methods=["sophiag.yaml"])

@@ -75,7 +75,7 @@ def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_d
         "budget.hours=1.0", "run_name=metrics-file"])
     run = build_trainer(cfg)
     run.fit()
-    run.trainer.close()
+    run.close()
     rows = rows_of(save)
     evals = [r for r in rows if EVAL_LOSS in r]
     assert [r["batch"] for r in evals] == [0, 4, 8]  # eval_at_start is recorded too

@@ -29,6 +29,7 @@ from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalH
                                       NaNGuard, ReplicaCheck, TimeMarkerExport, TrainingBudget)
 from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
 from efficient_bert.data.dataloader import build_mlm_dataloader
+from efficient_bert.data.text_dataset import StreamingTextDataset
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.model.hf_bert import CONFIG_KEYS as HF_BERT_KEYS
 from efficient_bert.model.hf_bert import build_hf_bert
@@ -265,11 +266,18 @@ class Run:
     eval_history: EvalHistory
     hf_export: Optional[HFExport]
     eval_at_start: bool = False
+    datasets: tuple[StreamingTextDataset, ...] = ()
 
     def fit(self) -> None:
         if self.eval_at_start and int(self.trainer.state.timestamp.batch) == 0:
             self.trainer.eval()
         self.trainer.fit()
+
+    def close(self) -> None:
+        """Close the trainer (loggers, pending uploads), then free the datasets' shared memory."""
+        self.trainer.close()
+        for dataset in self.datasets:
+            dataset.close()
 
 
 def named(section: dict[str, Any], where: str, registry: Registry) -> tuple[str, dict[str, Any]]:
@@ -324,10 +332,6 @@ def build_trainer(cfg: TrainConfig) -> Run:
     reproducibility.seed_all(cfg.seed)  # the model's initial weights depend on the run's seed only
     model = MODELS.build(*named(cfg.model, "model", MODELS), where="model", tokenizer=tokenizer,
                          max_seq_len=cfg.train_loader.dataset.max_seq_len)
-    train_loader = build_loader(cfg.train_loader, tokenizer, loader_batch, cfg.seed, device)
-    eval_loader = (build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device)
-                   if cfg.eval_loader is not None else None)
-
     optimizer = OPTIMIZERS.build(*named(cfg.optimizer, "optimizer", OPTIMIZERS), where="optimizer", model=model)
     if isinstance(optimizer, SophiaG) != any(isinstance(a, SophiaHessian) for a in algorithms):
         raise ConfigError("optimizer.name: sophiag and algorithms.sophia_hessian go together (the algorithm updates "
@@ -350,20 +354,32 @@ def build_trainer(cfg: TrainConfig) -> Run:
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
         callbacks.append(replica_check(cfg.save_folder))  # one all-gather at the end: replicas must agree
 
-    trainer = Trainer(
-        run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
-        optimizers=optimizer, schedulers=scheduler, step_schedulers_every_batch=True,
-        max_duration=cfg.max_duration, eval_interval=build_eval_interval(cfg, budget),
-        eval_subset_num_batches=cfg.eval_subset_num_batches, device=device_obj, precision=precision,
-        parallelism_config=parallelism,
-        device_train_microbatch_size=cfg.device_train_microbatch_size or device_batch, seed=cfg.seed,
-        algorithms=algorithms, callbacks=callbacks, loggers=loggers, progress_bar=cfg.progress_bar,
-        log_to_console=cfg.log_to_console, console_log_interval=cfg.console_log_interval,
-        save_folder=cfg.save_folder, save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
-        load_path=cfg.load_path, autoresume=cfg.autoresume, dist_timeout=cfg.dist_timeout,
-    )
-    for lg in trainer.logger.destinations:
-        lg.log_hyperparameters(to_container(cfg))
+    # the loaders last: a config error anywhere above leaves no dataset (and its shared memory) behind
+    train_loader = build_loader(cfg.train_loader, tokenizer, loader_batch, cfg.seed, device)
+    datasets = [train_loader.dataloader.dataset]
+    try:
+        eval_loader = None
+        if cfg.eval_loader is not None:
+            eval_loader = build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device)
+            datasets.append(eval_loader.dataloader.dataset)
+        trainer = Trainer(
+            run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
+            optimizers=optimizer, schedulers=scheduler, step_schedulers_every_batch=True,
+            max_duration=cfg.max_duration, eval_interval=build_eval_interval(cfg, budget),
+            eval_subset_num_batches=cfg.eval_subset_num_batches, device=device_obj, precision=precision,
+            parallelism_config=parallelism,
+            device_train_microbatch_size=cfg.device_train_microbatch_size or device_batch, seed=cfg.seed,
+            algorithms=algorithms, callbacks=callbacks, loggers=loggers, progress_bar=cfg.progress_bar,
+            log_to_console=cfg.log_to_console, console_log_interval=cfg.console_log_interval,
+            save_folder=cfg.save_folder, save_interval=cfg.save_interval,
+            save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
+            load_path=cfg.load_path, autoresume=cfg.autoresume, dist_timeout=cfg.dist_timeout,
+        )
+        for lg in trainer.logger.destinations:
+            lg.log_hyperparameters(to_container(cfg))
+    except BaseException:
+        for dataset in datasets:
+            dataset.close()
+        raise
     exporter = next((c for c in callbacks if isinstance(c, HFExport)), None)
-    return Run(trainer, history, exporter, cfg.eval_at_start and eval_loader is not None)
+    return Run(trainer, history, exporter, cfg.eval_at_start and eval_loader is not None, tuple(datasets))

@@ -47,9 +47,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         tokenizer = load_tokenizer(args.tokenizer)
+        model = ComposerMLM(load_pretrained(args.model, "masked_lm"), tokenizer)
         dataset = StreamingTextDataset(tokenizer, args.max_seq_len, local=args.data_local, split=args.split,
                                        shuffle=False, batch_size=args.batch_size)
-        model = ComposerMLM(load_pretrained(args.model, "masked_lm"), tokenizer)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,7 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     meta = {"model": str(args.model), "data": str(args.data_local), "split": args.split,
             "mlm_probability": args.mlm_probability, "seed": args.seed, "max_seq_len": args.max_seq_len}
-    losses = extract_irreducible_losses(model, loader, device, meta, total=dataset.num_samples)
+    with dataset:
+        losses = extract_irreducible_losses(model, loader, device, meta, total=dataset.num_samples)
     losses.save(args.out)
     print(f"[efficient-bert] {len(losses)} irreducible losses written to {args.out}")
     return 0

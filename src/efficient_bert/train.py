@@ -47,5 +47,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"[efficient-bert] last Composer checkpoint: {run.trainer.saved_checkpoints[-1]}")
         if run.hf_export is not None and run.hf_export.exported is not None:
             print(f"[efficient-bert] HF export: {run.hf_export.exported}")
-    run.trainer.close()
+    run.close()
     return 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 from streaming import StreamingDataset
+from streaming.base.shared import SharedMemory
 
 from efficient_bert.registry import ConfigError
 
@@ -45,6 +48,7 @@ class StreamingTextDataset(StreamingDataset):
         elif TEXT_COLUMN in columns:
             self.column = TEXT_COLUMN
         else:
+            self.close()
             raise ConfigError(f"shards under {Path(local, split or '')} have columns {sorted(columns)}; expected "
                               f"'{TEXT_COLUMN}' (convert_c4.py) or '{TOKENS_COLUMN}' (convert_c4.py --concat_tokens)")
 
@@ -71,3 +75,43 @@ class StreamingTextDataset(StreamingDataset):
         else:
             ids = self.tokenize(sample[TEXT_COLUMN])
         return {"input_ids": ids, "sample_id": int(sample_id)}
+
+    def __enter__(self) -> "StreamingTextDataset":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release this dataset's shared memory now (see :func:`release_shared_memory`)."""
+        release_shared_memory(self)
+
+
+def release_shared_memory(dataset: StreamingDataset) -> None:
+    """Release a streaming dataset's shared memory now instead of at interpreter exit.
+
+    Streaming keeps every block it opens (and its file descriptor) alive through an ``atexit`` hook,
+    and each new dataset opens the blocks of the live ones while it looks for a free name prefix: a
+    process that builds many datasets (a sweep, a notebook, a test session) runs out of file
+    descriptors without this. Call it once the loaders that read the dataset are done.
+    """
+    prefix = f"{dataset._shm_prefix_int:06}_"  # streaming names every block of a dataset this way
+    own = _shared_blocks(dataset)
+    # the handles other datasets opened on our blocks are held only by their atexit hooks
+    opened = [obj for obj in gc.get_objects() if type(obj) is SharedMemory  # type(): no __class__ lookups
+              and getattr(obj, "shm", None) is not None and obj.shm.name.startswith(prefix)]
+    for shm in {id(b): b for b in own + opened}.values():
+        atexit.unregister(shm.cleanup)
+        shm.cleanup()
+
+
+def _shared_blocks(obj: Any, depth: int = 0) -> list[SharedMemory]:
+    """The streaming ``SharedMemory`` blocks held by ``obj`` directly or through streaming's
+    shared arrays, scalars and barriers (a few levels of attributes)."""
+    if isinstance(obj, SharedMemory):
+        return [obj]
+    if depth > 2 or not hasattr(obj, "__dict__"):
+        return []
+    if depth > 0 and not type(obj).__module__.startswith("streaming."):
+        return []
+    return [shm for value in vars(obj).values() for shm in _shared_blocks(value, depth + 1)]
