@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--two_node", action="store_true", help="also simulate 2 nodes with the largest GPU count")
     parser.add_argument("--no_single", action="store_true", help="skip the one-node runs (efficiency is then "
                         "relative to the first row that ran)")
-    parser.add_argument("--fsdp", action="store_true", help="also run the largest GPU count with FSDP")
+    parser.add_argument("--fsdp", action="store_true", help="also run the largest GPU count with FSDP (version 1, "
+                        "full shard) and FSDP2")
     parser.add_argument("--tokenizer")
     parser.add_argument("--data")
     parser.add_argument("--seed", type=int, default=17)
@@ -116,8 +117,9 @@ def main() -> None:
     if args.two_node:
         setups.append((f"{max(counts)} GPUs as 2 nodes x {max(counts) // 2}", max(counts), two_nodes, ()))
     if args.fsdp:
-        setups.append((f"{max(counts)} GPUs, FSDP full shard", max(counts), single_node,
-                       ("fsdp={sharding_strategy: FULL_SHARD}",)))
+        setups += [(f"{max(counts)} GPUs, FSDP full shard", max(counts), single_node,
+                    ("fsdp={sharding_strategy: FULL_SHARD}",)),
+                   (f"{max(counts)} GPUs, FSDP2", max(counts), single_node, ("fsdp={version: 2}",))]
     rows = []
     for name, gpus, run, extra in setups:
         try:

@@ -114,11 +114,60 @@ def test_two_nodes_simulated_on_one_host(tmp_path, tokenizer_dir, token_mds):
     assert state["timestamp"]["Timestamp"]["sample"] == 12 * 16
 
 
-def test_fsdp_section_is_checked(tmp_path):
+@pytest.mark.slow
+def test_fsdp2_trains_like_ddp_and_resumes_from_its_sharded_checkpoint(tmp_path, tokenizer_dir, token_mds):
+    """FSDP version 2 runs on CPU processes: with the same data and seed it must evaluate exactly as
+    DDP does (up to float reassociation), save one shard per rank, and resume from them."""
+    losses = {}
+    for name, extra in (("ddp", ()), ("fsdp", ("fsdp={version: 2}",))):
+        (tmp_path / name).mkdir()
+        result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "model.name=mosaic_bert", *extra),
+                        cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / name / "rank1.stderr").read_text()[-3000:]
+        history = json.loads((tmp_path / name / "ck" / "eval_history.json").read_text())
+        assert [e["batch"] for e in history] == [0, 6, 12]
+        losses[name] = [e["eval/LanguageCrossEntropy"] for e in history]
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-5)
+    assert losses["fsdp"][-1] < losses["fsdp"][0] - 0.3  # it trained
+    sharded = tmp_path / "fsdp" / "ck" / "ep0-ba12"
+    assert sorted(p.name for p in sharded.iterdir() if p.suffix == ".distcp") == ["__0_0.distcp", "__1_0.distcp"]
+    assert not (tmp_path / "fsdp" / "ck" / "replica_check.json").exists()  # sharded weights: nothing to compare
+
+    (tmp_path / "resumed").mkdir()
+    result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / "resumed" / "ck", "model.name=mosaic_bert",
+                                 "fsdp={version: 2}", f"load_path={sharded}", "max_duration=18ba", "eval_at_start=false"),
+                    cwd=tmp_path / "resumed")
+    assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / "resumed" / "rank1.stderr").read_text()[-3000:]
+    history = json.loads((tmp_path / "resumed" / "ck" / "eval_history.json").read_text())
+    assert [e["batch"] for e in history] == [18] and history[0]["eval/LanguageCrossEntropy"] < losses["fsdp"][-1]
+
+
+def test_fsdp_section_is_checked():
+    from composer.utils import FSDP2Config, FSDPConfig
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+
     from efficient_bert.builders import build_parallelism
+    from efficient_bert.model.hf_bert import is_bert_layer
+    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
     from efficient_bert.registry import ConfigError
 
-    assert build_parallelism({"sharding_strategy": "FULL_SHARD"}, 2) == {"fsdp": {"sharding_strategy": "FULL_SHARD"}}
-    assert build_parallelism(None, 2) is None
-    with pytest.raises(ConfigError, match=r"fsdp: unknown option 'sharding'.*did you mean 'sharding_strategy'"):
-        build_parallelism({"sharding": "FULL_SHARD"}, 2)
+    v1 = build_parallelism({"sharding_strategy": "FULL_SHARD"}, 2, "gpu")["fsdp"]
+    assert isinstance(v1, FSDPConfig) and v1.sharding_strategy == "FULL_SHARD"
+    v2 = build_parallelism({"version": 2, "reshard_after_forward": False}, 2, "cpu")["fsdp"]
+    assert isinstance(v2, FSDP2Config) and v2.reshard_after_forward is False
+    assert build_parallelism(None, 2, "gpu") is None
+    with pytest.raises(ConfigError, match=r"fsdp \(version 1\): unknown option 'sharding'.*did you mean 'sharding_strategy'"):
+        build_parallelism({"sharding": "FULL_SHARD"}, 2, "gpu")
+    with pytest.raises(ConfigError, match=r"fsdp \(version 2\): unknown option 'sharding_strategy'"):
+        build_parallelism({"version": 2, "sharding_strategy": "FULL_SHARD"}, 2, "gpu")
+    with pytest.raises(ConfigError, match="fsdp.version must be 1 .* or 2"):
+        build_parallelism({"version": 3}, 2, "gpu")
+    with pytest.raises(ConfigError, match="CUDA devices only; set fsdp.version: 2"):
+        build_parallelism({}, 2, "cpu")
+    # one shard unit per encoder layer, in both models
+    model = MosaicBertForMaskedLM(MosaicBertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                                   intermediate_size=128, vocab_size=128))
+    units = [name for name, m in model.named_modules() if model.fsdp_wrap_fn(m)]
+    assert units == ["bert.layers.0", "bert.layers.1"]
+    assert is_bert_layer(BertLayer(BertConfig(hidden_size=32, num_attention_heads=2))) and not is_bert_layer(model)

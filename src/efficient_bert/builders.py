@@ -207,19 +207,34 @@ def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
 
 
-def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int) -> Optional[dict[str, Any]]:
-    """Composer's parallelism_config from the ``fsdp`` section (None: DDP)."""
+def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int, device: str) -> Optional[dict[str, Any]]:
+    """Composer's parallelism_config from the ``fsdp`` section (None: DDP).
+
+    ``version: 1`` (the default, Composer's) is ``FSDPConfig`` and CUDA only; ``version: 2`` is
+    ``FSDP2Config`` (``fully_shard``), which also runs on CPU processes with gloo. The version is
+    decided here, so Composer's ``FSDP_VERSION`` environment variable has no effect.
+    """
     if fsdp is None:
         return None
-    from composer.utils import FSDPConfig
+    from composer.utils import FSDP2Config, FSDPConfig
 
-    known = {f.name for f in dataclasses.fields(FSDPConfig) if not f.name.startswith("_")}
-    for key in fsdp:
+    options = dict(fsdp)
+    version = options.pop("version", 1)
+    if version not in (1, 2):
+        raise ConfigError(f"fsdp.version must be 1 (FSDPConfig) or 2 (FSDP2Config), got {version!r}")
+    config_class = FSDPConfig if version == 1 else FSDP2Config
+    # device_mesh is a live object, not a YAML value: Composer builds the default 1-D mesh
+    known = {f.name for f in dataclasses.fields(config_class) if not f.name.startswith("_")} - {"device_mesh"}
+    for key in options:
         if key not in known:
-            raise ConfigError(f"fsdp: unknown option '{key}'{nearest(key, known)}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(f"fsdp (version {version}): unknown option '{key}'{nearest(key, known)}; "
+                              f"valid: {', '.join(sorted(known | {'version'}))}")
+    if version == 1 and device != "gpu":
+        raise ConfigError("fsdp version 1 runs on CUDA devices only; set fsdp.version: 2 (FSDP2) to shard on "
+                          "CPU processes")
     if world_size == 1:
         log.warning("fsdp is set but only one process runs: FSDP shards nothing here")
-    return {"fsdp": dict(fsdp)}
+    return {"fsdp": config_class(**options)}
 
 
 def build_budget_callbacks(cfg: BudgetConfig, save_folder: Optional[str]) -> tuple[Optional[TrainingBudget], list[Any]]:
@@ -310,7 +325,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     device_obj = DeviceGPU() if device == "gpu" else DeviceCPU()
     dist.initialize_dist(device_obj, timeout=cfg.dist_timeout)
     world_size = dist.get_world_size()
-    parallelism = build_parallelism(cfg.fsdp, world_size)
+    parallelism = build_parallelism(cfg.fsdp, world_size, device)
     if cfg.global_train_batch_size % world_size:
         raise ConfigError(f"global_train_batch_size ({cfg.global_train_batch_size}) must be divisible by the "
                           f"number of processes ({world_size})")

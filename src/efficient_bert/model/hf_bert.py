@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import BertConfig, BertForMaskedLM
+from transformers.models.bert.modeling_bert import BertLayer
 
 from efficient_bert.model.composer_mlm import ComposerMLM
 from efficient_bert.registry import ConfigError
@@ -32,4 +33,9 @@ def build_hf_bert(tokenizer: Any, max_seq_len: int = 512, **config: Any) -> Comp
         raise ConfigError(f"model.max_position_embeddings ({config['max_position_embeddings']}) is shorter "
                           f"than max_seq_len ({max_seq_len})")
     module = BertForMaskedLM(hf_bert_config(len(tokenizer), tokenizer.pad_token_id, **config))
+    module.fsdp_wrap_fn = is_bert_layer  # Composer's FSDP hook: one shard unit per encoder layer
     return ComposerMLM(module, tokenizer)
+
+
+def is_bert_layer(module: Any) -> bool:
+    return isinstance(module, BertLayer)

@@ -106,6 +106,11 @@ class MosaicBertPreTrainedModel(PreTrainedModel):
     config_class = MosaicBertConfig
     base_model_prefix = "bert"
 
+    def fsdp_wrap_fn(self, module: nn.Module) -> bool:
+        """Composer's FSDP hook: one shard unit per encoder layer, so that only one layer's full
+        weights are gathered at a time."""
+        return isinstance(module, MosaicBertLayer)
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
