@@ -96,22 +96,10 @@ def release_shared_memory(dataset: StreamingDataset) -> None:
     descriptors without this. Call it once the loaders that read the dataset are done.
     """
     prefix = f"{dataset._shm_prefix_int:06}_"  # streaming names every block of a dataset this way
-    own = _shared_blocks(dataset)
-    # the handles other datasets opened on our blocks are held only by their atexit hooks
-    opened = [obj for obj in gc.get_objects() if type(obj) is SharedMemory  # type(): no __class__ lookups
+    # the dataset's own blocks and the handles other datasets opened on them, which only their
+    # atexit hooks still reference
+    blocks = [obj for obj in gc.get_objects() if type(obj) is SharedMemory  # type(): no __class__ lookups
               and getattr(obj, "shm", None) is not None and obj.shm.name.startswith(prefix)]
-    for shm in {id(b): b for b in own + opened}.values():
+    for shm in blocks:
         atexit.unregister(shm.cleanup)
         shm.cleanup()
-
-
-def _shared_blocks(obj: Any, depth: int = 0) -> list[SharedMemory]:
-    """The streaming ``SharedMemory`` blocks held by ``obj`` directly or through streaming's
-    shared arrays, scalars and barriers (a few levels of attributes)."""
-    if isinstance(obj, SharedMemory):
-        return [obj]
-    if depth > 2 or not hasattr(obj, "__dict__"):
-        return []
-    if depth > 0 and not type(obj).__module__.startswith("streaming."):
-        return []
-    return [shm for value in vars(obj).values() for shm in _shared_blocks(value, depth + 1)]
