@@ -38,6 +38,10 @@ def launch(nproc: int, *args: str, cwd: Path, timeout: int = 300) -> subprocess.
                           text=True, timeout=timeout, env=ENV)
 
 
+def assert_clean_exit(result: subprocess.CompletedProcess, cwd: Path) -> None:
+    assert result.returncode == 0, result.stderr[-3000:] + (cwd / "rank1.stderr").read_text()[-3000:]
+
+
 def tiny_run(data: Path, tokenizer_dir: Path, save: Path, *extra: str) -> list[str]:
     return ["main.py", "yamls/tiny-cpu.yaml", f"variables.data={data}", f"tokenizer.path={tokenizer_dir}", "device=cpu",
             f"save_folder={save}", "max_duration=12ba", "eval_interval=6ba", "save_interval=12ba",
@@ -50,7 +54,7 @@ def test_streaming_splits_an_epoch_across_ranks(tmp_path, tokenizer_dir, token_m
     world_size - 1 repeats so that ranks get equal counts."""
     result = launch(2, "tests/helpers/rank_sample_ids.py", str(tokenizer_dir), str(token_mds), str(tmp_path),
                     cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_clean_exit(result, tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     total = json.loads((Path(token_mds) / "train" / "index.json").read_text())
     n = sum(shard["samples"] for shard in total["shards"])
@@ -66,7 +70,7 @@ def test_two_process_training_with_the_composer_launcher(tmp_path, tokenizer_dir
     save = tmp_path / "ck"
     result = launch(2, *tiny_run(token_mds, tokenizer_dir, save,
                                  "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / "rank1.stderr").read_text()[-3000:]
+    assert_clean_exit(result, tmp_path)
     # Both replicas end with identical weights, even with layer drop's per-step random depth.
     check = json.loads((save / "replica_check.json").read_text())
     assert check["world_size"] == 2 and check["batch"] == 12 and check["max_abs_diff"] == 0.0
@@ -123,7 +127,7 @@ def test_fsdp2_trains_like_ddp_and_resumes_from_its_sharded_checkpoint(tmp_path,
         (tmp_path / name).mkdir()
         result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "model.name=mosaic_bert", *extra),
                         cwd=tmp_path / name)
-        assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / name / "rank1.stderr").read_text()[-3000:]
+        assert_clean_exit(result, tmp_path / name)
         history = json.loads((tmp_path / name / "ck" / "eval_history.json").read_text())
         assert [e["batch"] for e in history] == [0, 6, 12]
         losses[name] = [e["eval/LanguageCrossEntropy"] for e in history]
@@ -137,7 +141,7 @@ def test_fsdp2_trains_like_ddp_and_resumes_from_its_sharded_checkpoint(tmp_path,
     result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / "resumed" / "ck", "model.name=mosaic_bert",
                                  "fsdp={version: 2}", f"load_path={sharded}", "max_duration=18ba", "eval_at_start=false"),
                     cwd=tmp_path / "resumed")
-    assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / "resumed" / "rank1.stderr").read_text()[-3000:]
+    assert_clean_exit(result, tmp_path / "resumed")
     history = json.loads((tmp_path / "resumed" / "ck" / "eval_history.json").read_text())
     assert [e["batch"] for e in history] == [18] and history[0]["eval/LanguageCrossEntropy"] < losses["fsdp"][-1]
 
