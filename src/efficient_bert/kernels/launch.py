@@ -3,9 +3,8 @@ inside a ``torch.compile`` region Inductor launches the kernel from its generate
 ``triton_op``s for the same reason: a Python custom op costs ~100 us of host time per call, which
 made the host, not the GPU, set the pace of a base-size training step.
 
-Short attention stays an opaque custom op: as a ``triton_op`` its tile size (which follows each
-batch's longest sequence) would be traced as a symbolic value, and Inductor in torch 2.11 fails on
-it under dynamic shapes (pytorch/pytorch#181735). Float arguments reach Inductor-launched kernels
+Short attention is one too: its tile size is picked before the op, so Inductor sees a constant
+(pytorch/pytorch#181735 fails on a symbolic one). Float arguments reach Inductor-launched kernels
 as fp64, so kernels cast them to fp32 before use."""
 
 from __future__ import annotations
