@@ -20,7 +20,10 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "seq_
 
 def model_inputs(module: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``batch`` that ``module.forward`` names as parameters (HF BERT takes no counts)."""
-    names = inspect.signature(getattr(module, "_orig_mod", module).forward).parameters  # _orig_mod: compiled
+    # unwrap torch.compile (_orig_mod) and FSDP1 (_fsdp_wrapped_module), whose forward takes *args
+    for attribute in ("_orig_mod", "_fsdp_wrapped_module", "_orig_mod"):
+        module = getattr(module, attribute, module)
+    names = inspect.signature(module.forward).parameters
     return {k: batch[k] for k in MODEL_INPUTS if k in batch and k in names}
 
 
