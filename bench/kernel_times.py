@@ -23,6 +23,7 @@ from efficient_bert.model.mosaic_bert.modeling import embed_tokens
 # the modules, not the functions the package re-exports under the same names
 attention = importlib.import_module("efficient_bert.kernels.short_attention")
 layer_norm = importlib.import_module("efficient_bert.kernels.layer_norm")
+cross_entropy = importlib.import_module("efficient_bert.kernels.cross_entropy")
 
 
 def time_us(fn, calls: int = 50) -> float:
@@ -109,6 +110,24 @@ def bench_embeddings(total: int, hidden: int, vocab: int) -> None:
     print(f"| embeddings + LayerNorm, compiled `embed_tokens` (forward + backward) | {time_us(compiled):.0f} | |")
 
 
+def bench_cross_entropy(rows: int, vocab: int) -> None:
+    """The MLM loss at the masked tokens: our kernels against compiled ``F.cross_entropy`` of the
+    float32-cast logits (what the head ran before)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    logits = torch.randn(rows, vocab, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    labels = torch.randint(0, vocab, (rows,), device="cuda", generator=g)
+    config = cross_entropy._launch_config(vocab)
+    losses, lse = torch.empty(rows, device="cuda"), torch.empty(rows, device="cuda")
+    dlosses, dlogits = torch.full((rows,), 1 / rows, device="cuda"), torch.empty_like(logits)
+    fwd = time_us(lambda: cross_entropy._forward_kernel[(rows,)](logits, labels, losses, lse, vocab, -100, **config))
+    bwd = time_us(lambda: cross_entropy._backward_kernel[(rows,)](dlosses, logits, labels, lse, dlogits, vocab, -100,
+                                                                  **config))
+    print(f"| cross-entropy, {rows} x {vocab} bf16 logits, our kernels | {fwd:.0f} | {bwd:.0f} |")
+    compiled = torch.compile(lambda x, y: F.cross_entropy(x.float(), y), dynamic=True)
+    both = time_us(lambda: compiled(logits, labels).backward())
+    print(f"| cross-entropy, compiled `F.cross_entropy` of float32-cast logits (forward + backward) | {both:.0f} | |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=256)
@@ -124,6 +143,7 @@ def main() -> None:
     bench_layer_norm(total, 768, dropout_p=0.1)
     bench_layer_norm(total, 768, dropout_p=0.0)
     bench_embeddings(total, 768, vocab=30528)
+    bench_cross_entropy(int(0.3 * total), vocab=30528)
 
 
 if __name__ == "__main__":

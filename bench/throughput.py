@@ -4,7 +4,8 @@ All models train on the same batches in one process: bf16 autocast, fused AdamW,
 length mix (by default 70% full rows, the rest uniform in [16, 128], seed 0) and 30% masking
 (80/10/10). Prints real (non-pad) tokens/s, step time, peak memory, achieved TFLOP/s and MFU
 (useful FLOPs on real tokens, ``efficient_bert.model.flops``) and each model's ratio to the HF
-baselines. A script, not a test: run it on a GPU.
+baselines. Each variant is timed over ``--repeats`` windows of ``--steps`` steps; the median
+window is reported with the spread of all of them. A script, not a test: run it on a GPU.
 
     python bench/throughput.py                      # base size, every variant, batch 256
     python bench/throughput.py --variants mosaic-flex,hf-eager --steps 30
@@ -17,6 +18,7 @@ import argparse
 import gc
 import json
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -49,7 +51,8 @@ MASK_ID, FIRST_REGULAR_ID = 4, 5
 class Result:
     variant: str
     real_tokens_per_s: float
-    step_ms: float
+    step_ms: float  # of the median timing window
+    spread: float  # (slowest - fastest window) / median
     host_ms: float  # the host's time to issue one step; near step_ms means host-bound
     peak_memory_gib: float
     tflops: float
@@ -124,14 +127,20 @@ def run_variant(variant: str, batches: list[dict], args, peak_tflops: float) -> 
     print(f"  {variant}: warm-up (compile included) {time.perf_counter() - start:.1f} s", flush=True)
     torch.cuda.reset_peak_memory_stats()
     tokens = flops = 0.0
-    begin = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    begin.record()
-    for i in range(args.steps):
-        step(batches[i % len(batches)])
-    end.record()
-    torch.cuda.synchronize()
-    seconds = begin.elapsed_time(end) / 1000
+    # several timing windows over the same batches; the median window damps the GPU's clock and
+    # memory-traffic swings, which moved single windows by up to 1-2% between runs
+    windows = []
+    for _ in range(args.repeats):
+        begin = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for i in range(args.steps):
+            step(batches[i % len(batches)])
+        end.record()
+        torch.cuda.synchronize()
+        windows.append(begin.elapsed_time(end) / 1000)
+    seconds = statistics.median(windows)
+    spread = (max(windows) - min(windows)) / seconds
     for i in range(args.steps):
         batch = batches[i % len(batches)]
         tokens += float(batch["attention_mask"].sum())
@@ -146,7 +155,7 @@ def run_variant(variant: str, batches: list[dict], args, peak_tflops: float) -> 
         step(batches[i % len(batches)])
         host_seconds += time.perf_counter() - issue_start
     torch.cuda.synchronize()
-    result = Result(variant, tokens / seconds, 1000 * seconds / args.steps, 1000 * host_seconds / 5,
+    result = Result(variant, tokens / seconds, 1000 * seconds / args.steps, spread, 1000 * host_seconds / 5,
                     torch.cuda.max_memory_allocated() / 2 ** 30, achieved, achieved / peak_tflops)
     if args.profile == variant:
         profile(step, batches)
@@ -212,6 +221,7 @@ def main(argv=None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
     add_workload_arguments(p)
     p.add_argument("--peak_tflops", type=float, default=None, help="default: measured 8192^3 bf16 matmul")
+    p.add_argument("--repeats", type=int, default=5, help="timing windows of --steps steps; the median one counts")
     p.add_argument("--profile", default=None, help="variant to profile after timing")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
@@ -231,12 +241,13 @@ def main(argv=None) -> None:
             print(f"  {variant}: FAILED {type(exc).__name__}: {str(exc)[:400]}", flush=True)
             torch.cuda.empty_cache()
     by_name = {r.variant: r for r in results}
-    print("\n| variant | real tok/s | step ms | host ms | peak GiB | TFLOP/s | MFU | vs HF eager | vs HF compiled |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| variant | real tok/s | step ms | spread | host ms | peak GiB | TFLOP/s | MFU | vs HF eager | vs HF compiled |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         ratios = [f"{r.real_tokens_per_s / by_name[b].real_tokens_per_s:.2f}x" if b in by_name else "-"
                   for b in ("hf-eager", "hf-compiled")]
-        print(f"| {r.variant} | {r.real_tokens_per_s / 1e3:.0f}k | {r.step_ms:.1f} | {r.host_ms:.1f} | {r.peak_memory_gib:.1f} | "
+        print(f"| {r.variant} | {r.real_tokens_per_s / 1e3:.0f}k | {r.step_ms:.1f} | {100 * r.spread:.1f}% | {r.host_ms:.1f} | "
+              f"{r.peak_memory_gib:.1f} | "
               f"{r.tflops:.0f} | {100 * r.mfu:.1f}% | {ratios[0]} | {ratios[1]} |")
     if args.json:
         with open(args.json, "w") as f:

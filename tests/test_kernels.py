@@ -11,8 +11,9 @@ import sys
 import pytest
 import torch
 
-from efficient_bert.kernels import (add_layer_norm, add_layer_norm_reference, geglu, geglu_reference, short_attention,
-                                    short_attention_reference, triton_available)
+from efficient_bert.kernels import (add_layer_norm, add_layer_norm_reference, cross_entropy, cross_entropy_reference,
+                                    geglu, geglu_reference, short_attention, short_attention_reference,
+                                    triton_available)
 from efficient_bert.model.mosaic_bert.alibi import alibi_slopes
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -93,6 +94,28 @@ def test_short_attention_matches_reference(dtype):
 
 
 @needs_triton_device
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_matches_reference(dtype):
+    vocab = 30528 if DEVICE == "cuda" else 5000  # several column blocks and a ragged last one
+    g = torch.Generator(device=DEVICE).manual_seed(5)
+    logits = (8 * torch.randn(ROWS, vocab, device=DEVICE, generator=g)).to(dtype).requires_grad_()
+    labels = torch.randint(0, vocab, (ROWS,), device=DEVICE, generator=g)
+    labels[::7] = -100  # ignored rows
+    labels[1], labels[2] = 0, vocab - 1
+    per_row = cross_entropy(logits, labels, reduction="none")
+    expected = cross_entropy_reference(logits, labels, reduction="none")
+    assert per_row.dtype == torch.float32 and torch.allclose(per_row, expected, atol=1e-4, rtol=1e-5)
+    assert torch.equal(per_row[::7], torch.zeros_like(per_row[::7]))
+    loss, ref = cross_entropy(logits, labels), cross_entropy_reference(logits, labels)
+    assert torch.allclose(loss, ref, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(cross_entropy(logits, labels, reduction="sum"), per_row.sum())
+    (a,), (b,) = torch.autograd.grad(3 * loss, [logits]), torch.autograd.grad(3 * ref, [logits])
+    assert a.dtype == dtype and torch.equal(a[::7], torch.zeros_like(a[::7]))
+    # one rounding of the gradient to the logits' dtype
+    assert torch.allclose(a.float(), b.float(), atol=1e-7 if dtype == torch.float32 else 1e-5, rtol=TOLERANCE[dtype])
+
+
+@needs_triton_device
 def test_model_with_triton_kernels_matches_torch_kernels():
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
 
@@ -124,7 +147,7 @@ def test_kernels_in_triton_interpreter():
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                              "-k", "not interpreter"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "11 passed, 3 skipped" in result.stdout, result.stdout[-1000:]
+    assert "13 passed, 3 skipped" in result.stdout, result.stdout[-1000:]
 
 
 @needs_triton_device

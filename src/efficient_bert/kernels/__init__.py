@@ -24,9 +24,10 @@ def triton_usable(device: torch.device) -> bool:
     return triton_available() and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
 
 
+from efficient_bert.kernels.cross_entropy import cross_entropy, cross_entropy_reference  # noqa: E402
 from efficient_bert.kernels.geglu import geglu, geglu_reference  # noqa: E402
 from efficient_bert.kernels.layer_norm import add_layer_norm, add_layer_norm_reference  # noqa: E402
 from efficient_bert.kernels.short_attention import short_attention, short_attention_reference  # noqa: E402
 
-__all__ = ["add_layer_norm", "add_layer_norm_reference", "geglu", "geglu_reference", "short_attention",
+__all__ = ["add_layer_norm", "add_layer_norm_reference", "cross_entropy", "cross_entropy_reference", "geglu", "geglu_reference", "short_attention",
            "short_attention_reference", "triton_available", "triton_usable"]

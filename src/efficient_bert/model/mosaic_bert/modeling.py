@@ -15,7 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
-from efficient_bert.kernels import add_layer_norm, geglu, geglu_reference, triton_usable
+from efficient_bert.kernels import add_layer_norm, cross_entropy, geglu, geglu_reference, triton_usable
 from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, prepare_attention, resolve_backend
 from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
 
@@ -295,7 +295,14 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
                                  "labelled tokens; pass the number of labels != -100 of each row")
             masked = torch.nonzero_static(labelled, size=total).flatten()
         x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
-        logits, loss = self.head(x.index_select(0, masked), flat_labels.index_select(0, masked))
+        masked_labels = flat_labels.index_select(0, masked)
+        if use_triton(self.config.kernels, x):
+            # our kernel reads the bf16 logits once each way. It runs outside the compiled head: a
+            # compiled region returning the logits beside the loss gets a zero gradient for them
+            # in the backward and adds it to the loss's (0.5 ms per base step, docs/benchmarks.md)
+            logits, _ = self.head(x.index_select(0, masked))
+            return MaskedLMOutput(loss=cross_entropy(logits, masked_labels), logits=logits)
+        logits, loss = self.head(x.index_select(0, masked), masked_labels)
         return MaskedLMOutput(loss=loss, logits=logits)
 
 
