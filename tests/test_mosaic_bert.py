@@ -179,4 +179,3 @@ def test_host_counts_give_the_same_step_and_are_checked():
                                     intermediate_size=96))
     assert sorted(model_inputs(hf, full)) == ["attention_mask", "input_ids", "labels"]
     assert sorted(model_inputs(torch.compile(hf), full)) == ["attention_mask", "input_ids", "labels"]
-
