@@ -105,6 +105,8 @@ def main() -> None:
                         "relative to the first row that ran)")
     parser.add_argument("--fsdp", action="store_true", help="also run the largest GPU count with FSDP (version 1, "
                         "full shard) and FSDP2")
+    parser.add_argument("--override", action="append", default=[],
+                        help="a key=value override for every run, e.g. model.compile=false (repeatable)")
     parser.add_argument("--tokenizer")
     parser.add_argument("--data")
     parser.add_argument("--seed", type=int, default=17)
@@ -122,6 +124,7 @@ def main() -> None:
                    (f"{max(counts)} GPUs, FSDP2", max(counts), single_node, ("fsdp={version: 2}",))]
     rows = []
     for name, gpus, run, extra in setups:
+        extra = (*extra, *args.override)
         try:
             rows.append({"setup": name, "gpus": gpus, "samples_per_sec": run(args, gpus, tok, mds, extra)})
             print(f"{name}: {rows[-1]['samples_per_sec']:.0f} samples/s", flush=True)
