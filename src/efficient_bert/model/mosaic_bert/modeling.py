@@ -89,15 +89,6 @@ def embed_tokens(ids: torch.Tensor, types: torch.Tensor, word_weight: torch.Tens
     return F.dropout(x, dropout_p)
 
 
-def compile_forward(module: nn.Module, **compile_kwargs) -> None:
-    """``torch.compile`` the module's forward in place (dynamic shapes unless told otherwise).
-
-    The forward and not the module call (``nn.Module.compile``), so that hooks on the module stay
-    outside the graph: FSDP2 shards a layer through them, and Inductor (torch 2.11) failed on the
-    backward of a graph that had traced its all-gathers."""
-    module.forward = torch.compile(module.forward, **{"dynamic": True, **compile_kwargs})
-
-
 @functools.cache
 def _compiled_embed():
     # compiled, the gather, the type choice and the norm share kernels and the word embedding's gradient
@@ -236,7 +227,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         dict keeps its names. (Compiling the whole stack as one graph measured no faster.) The
         embeddings are compiled too, as one function shared by every model."""
         for layer in self.layers:
-            compile_forward(layer, **compile_kwargs)
+            layer.compile(**{"dynamic": True, **compile_kwargs})
         self.compiled_embeddings = True
 
 
@@ -277,7 +268,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
     def compile_regions(self, **compile_kwargs) -> None:
         """``torch.compile`` the layers and the head; unpadding and the attention setup stay eager."""
         self.bert.compile_layers(**compile_kwargs)
-        compile_forward(self.head, **compile_kwargs)
+        self.head.compile(**{"dynamic": True, **compile_kwargs})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
