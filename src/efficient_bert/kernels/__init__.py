@@ -29,5 +29,5 @@ from efficient_bert.kernels.geglu import geglu, geglu_reference  # noqa: E402
 from efficient_bert.kernels.layer_norm import add_layer_norm, add_layer_norm_reference  # noqa: E402
 from efficient_bert.kernels.short_attention import short_attention, short_attention_reference  # noqa: E402
 
-__all__ = ["add_layer_norm", "add_layer_norm_reference", "cross_entropy", "cross_entropy_reference", "geglu", "geglu_reference", "short_attention",
-           "short_attention_reference", "triton_available", "triton_usable"]
+__all__ = ["add_layer_norm", "add_layer_norm_reference", "cross_entropy", "cross_entropy_reference", "geglu",
+           "geglu_reference", "short_attention", "short_attention_reference", "triton_available", "triton_usable"]

@@ -3,11 +3,13 @@
 The MLM head's logits are (masked tokens, vocab) in bf16: about 0.5 GB per base-size step, so
 the loss is bound by memory traffic. The forward reads each row once (an online max and sum of
 exponentials in float32) and keeps only the row's log-sum-exp; the backward reads the row once
-more and writes its gradient, ``(softmax - one_hot) * dloss``. Compiled ``F.cross_entropy`` on
-float32-cast logits took about twice that traffic (bench/kernel_times.py).
+more and writes its gradient, ``(softmax - one_hot) * dloss``. On an H100 that is 219 + 381 us
+at base size, against 1461 us for compiled ``F.cross_entropy`` of float32-cast logits
+(bench/kernel_times.py).
 
 Rows whose label is ``ignore_index`` have zero loss and zero gradient; the mean is over the others,
-as ``F.cross_entropy``'s.
+as ``F.cross_entropy``'s. Other labels must lie in [0, vocab): the kernel does not check them
+(the tokenizer's ids do).
 """
 
 from __future__ import annotations
