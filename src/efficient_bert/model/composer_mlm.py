@@ -20,7 +20,8 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "seq_
 
 def model_inputs(module: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``batch`` that ``module.forward`` names as parameters (HF BERT takes no counts)."""
-    # unwrap torch.compile (_orig_mod) and FSDP1 (_fsdp_wrapped_module), whose forward takes *args
+    # unwrap torch.compile (_orig_mod) and FSDP1 (_fsdp_wrapped_module), whose forward takes *args;
+    # compilation may sit outside or inside the FSDP1 wrapper, so _orig_mod is looked for on both sides
     for attribute in ("_orig_mod", "_fsdp_wrapped_module", "_orig_mod"):
         module = getattr(module, attribute, module)
     names = inspect.signature(module.forward).parameters

@@ -295,14 +295,14 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
                                  "labelled tokens; pass the number of labels != -100 of each row")
             masked = torch.nonzero_static(labelled, size=total).flatten()
         x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
-        masked_labels = flat_labels.index_select(0, masked)
+        x, masked_labels = x.index_select(0, masked), flat_labels.index_select(0, masked)
         if use_triton(self.config.kernels, x):
             # our kernel reads the bf16 logits once each way. It runs outside the compiled head: a
             # compiled region returning the logits beside the loss gets a zero gradient for them
             # in the backward and adds it to the loss's (0.5 ms per base step, docs/benchmarks.md)
-            logits, _ = self.head(x.index_select(0, masked))
+            logits, _ = self.head(x)
             return MaskedLMOutput(loss=cross_entropy(logits, masked_labels), logits=logits)
-        logits, loss = self.head(x.index_select(0, masked), masked_labels)
+        logits, loss = self.head(x, masked_labels)
         return MaskedLMOutput(loss=loss, logits=logits)
 
 
