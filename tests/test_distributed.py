@@ -169,8 +169,6 @@ def test_fsdp_section_is_checked():
         build_parallelism({"version": 3}, 2, "gpu")
     with pytest.raises(ConfigError, match="CUDA devices only; set fsdp.version: 2"):
         build_parallelism({}, 2, "cpu")
-    with pytest.raises(ConfigError, match="fsdp with model.compile: true .* set model.compile: false"):
-        build_parallelism({"version": 2}, 2, "gpu", compiled=True)
     # one shard unit per encoder layer, in both models
     model = MosaicBertForMaskedLM(MosaicBertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                                    intermediate_size=128, vocab_size=128))

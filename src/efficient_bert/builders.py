@@ -207,10 +207,8 @@ def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
 
 
-def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int, device: str,
-                      compiled: bool = False) -> Optional[dict[str, Any]]:
-    """Composer's parallelism_config from the ``fsdp`` section (None: DDP); ``compiled``: the model
-    section asks for ``compile: true``.
+def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int, device: str) -> Optional[dict[str, Any]]:
+    """Composer's parallelism_config from the ``fsdp`` section (None: DDP).
 
     ``version: 1`` (the default, Composer's) is ``FSDPConfig`` and CUDA only; ``version: 2`` is
     ``FSDP2Config`` (``fully_shard``), which also runs on CPU processes with gloo. The version is
@@ -234,11 +232,6 @@ def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int, device: s
     if version == 1 and device != "gpu":
         raise ConfigError("fsdp version 1 runs on CUDA devices only; set fsdp.version: 2 (FSDP2) to shard on "
                           "CPU processes")
-    if compiled and device == "gpu":
-        # measured on two H200s, torch 2.11: FSDP1 and FSDP2 both stop in Inductor's backward compile
-        # (KeyError in the scheduler's compute_ancestors); both train uncompiled, DDP trains compiled
-        raise ConfigError("fsdp with model.compile: true fails in torch.compile's backward on GPUs (torch 2.11); "
-                          "set model.compile: false to shard, or drop fsdp to train compiled with DDP")
     if world_size == 1:
         log.warning("fsdp is set but only one process runs: FSDP shards nothing here")
     return {"fsdp": config_class(**options)}
@@ -332,7 +325,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     device_obj = DeviceGPU() if device == "gpu" else DeviceCPU()
     dist.initialize_dist(device_obj, timeout=cfg.dist_timeout)
     world_size = dist.get_world_size()
-    parallelism = build_parallelism(cfg.fsdp, world_size, device, bool(cfg.model.get("compile", False)))
+    parallelism = build_parallelism(cfg.fsdp, world_size, device)
     if cfg.global_train_batch_size % world_size:
         raise ConfigError(f"global_train_batch_size ({cfg.global_train_batch_size}) must be divisible by the "
                           f"number of processes ({world_size})")

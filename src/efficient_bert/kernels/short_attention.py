@@ -27,11 +27,12 @@ MAX_SEQLEN = 128
 
 def short_attention_reference(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor) -> Tensor:
     """Per-sequence float32 softmax attention with the ALiBi bias; (total, heads * dim)."""
-    total, _, heads, dim = qkv.shape
+    total, heads = qkv.shape[0], slopes.shape[0]
+    dim = qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
     bounds = cu_seqlens.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
-        q, k, v = qkv[start:end].float().permute(1, 2, 0, 3)  # (heads, n, dim) each
+        q, k, v = qkv[start:end].float().view(-1, 3, heads, dim).permute(1, 2, 0, 3)  # (heads, n, dim) each
         pos = torch.arange(end - start, device=qkv.device)
         bias = -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dim) + bias, dim=-1)
@@ -129,8 +130,8 @@ def _launch_args(dim: int, block: int, backward: bool) -> dict:
 
 
 @torch.library.triton_op("efficient_bert::short_attention_forward", mutates_args={})
-def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, block: int) -> tuple[Tensor, Tensor]:
-    total, _, heads, dim = qkv.shape
+def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, block: int) -> tuple[Tensor, Tensor]:
+    total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
     lse = torch.empty(heads, total, device=qkv.device, dtype=torch.float32)
     launch(_forward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, slopes, out, lse, total, heads, dim,
@@ -140,8 +141,8 @@ def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, block: int) -> tup
 
 @torch.library.triton_op("efficient_bert::short_attention_backward", mutates_args={})
 def _backward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqlens: Tensor, slopes: Tensor,
-              block: int) -> Tensor:
-    total, _, heads, dim = qkv.shape
+              heads: int, block: int) -> Tensor:
+    total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     dqkv = torch.empty_like(qkv)
     launch(_backward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, slopes, out, dout.contiguous(), lse,
                                                               dqkv, total, heads, dim, **_launch_args(dim, block, backward=True))
@@ -149,21 +150,26 @@ def _backward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqlens: T
 
 
 def _setup_context(ctx, inputs, output):
-    qkv, cu_seqlens, slopes, block = inputs
+    qkv, cu_seqlens, slopes, heads, block = inputs
     out, lse = output
-    ctx.block = block
+    ctx.heads, ctx.block = heads, block
     ctx.save_for_backward(qkv, out, lse, cu_seqlens, slopes)
 
 
 def _backward_rule(ctx, dout, _dlse):
     qkv, out, lse, cu_seqlens, slopes = ctx.saved_tensors
-    return _backward(dout, qkv, out, lse, cu_seqlens, slopes, ctx.block), None, None, None
+    return _backward(dout, qkv, out, lse, cu_seqlens, slopes, ctx.heads, ctx.block), None, None, None, None
 
 
 _forward.register_autograd(_backward_rule, setup_context=_setup_context)
 
 
 def short_attention(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int) -> Tensor:
-    """Attention of packed ``qkv`` (total, 3, heads, dim) within each sequence of ``cu_seqlens``,
-    with ALiBi ``slopes``; every sequence at most 128 tokens. Returns (total, heads * dim)."""
-    return _forward(qkv.contiguous(), cu_seqlens, slopes, _block(max_seqlen))[0]
+    """Attention of packed ``qkv`` within each sequence of ``cu_seqlens``, with one ALiBi slope
+    per head in ``slopes``; every sequence at most 128 tokens.
+
+    ``qkv`` is (total, 3 * heads * dim), the QKV projection's output as it is: Q, K, V, each
+    head-major. Taking it unreshaped keeps the gradient's buffer in its final shape; a compiled,
+    dynamic-shape backward that reshaped our freshly written gradient failed in Inductor under FSDP
+    (pytorch/pytorch#189271). Returns (total, heads * dim)."""
+    return _forward(qkv.contiguous(), cu_seqlens, slopes, slopes.shape[0], _block(max_seqlen))[0]

@@ -1,7 +1,7 @@
 """Attention backends over unpadded tokens with a symmetric ALiBi bias.
 
-Every backend takes ``qkv`` of shape (total_tokens, 3, heads, head_dim) and returns
-(total_tokens, heads * head_dim). What a backend needs beyond the tokens (a padded bias, a block
+Every backend takes ``qkv`` of shape (total_tokens, 3 * heads * head_dim), the QKV projection's
+output (Q, K, V, each head-major), and returns (total_tokens, heads * head_dim). What a backend needs beyond the tokens (a padded bias, a block
 mask) is built once per forward by :func:`prepare_attention` and shared by all layers.
 
 - ``eager``: reference math on a padded view.
@@ -40,6 +40,7 @@ class AttentionInputs:
 
     backend: str
     info: Unpadded
+    heads: int
     slopes: torch.Tensor  # (heads,) float32
     bias: Optional[torch.Tensor] = None  # eager/sdpa: (batch, heads, seq, seq)
     doc_ids: Optional[torch.Tensor] = None  # flex: (padded_tokens,) document of each packed token
@@ -123,7 +124,7 @@ def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torc
                       dtype: torch.dtype) -> AttentionInputs:
     """Build once per forward what ``backend`` needs; ``dtype`` is the dtype q/k/v will have."""
     slopes = alibi_slopes_on(num_heads, torch.device(device))
-    inputs = AttentionInputs(backend, info, slopes)
+    inputs = AttentionInputs(backend, info, num_heads, slopes)
     if backend in ("eager", "sdpa"):
         inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32)
     elif backend == "flex":
@@ -131,8 +132,12 @@ def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torc
     return inputs
 
 
-def _split(qkv: torch.Tensor, info: Unpadded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    padded = pad(qkv, info)  # (batch, seq, 3, heads, dim)
+def _by_head(qkv: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+    return qkv.view(qkv.shape[0], 3, inputs.heads, -1)
+
+
+def _split(qkv: torch.Tensor, inputs: AttentionInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    padded = pad(_by_head(qkv, inputs), inputs.info)  # (batch, seq, 3, heads, dim)
     q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, dim)
     return q, k, v
 
@@ -143,14 +148,14 @@ def _merge(out: torch.Tensor, info: Unpadded) -> torch.Tensor:
 
 
 def eager_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    q, k, v = _split(qkv, inputs.info)
+    q, k, v = _split(qkv, inputs)
     scores = (q.float() @ k.float().transpose(-1, -2)) / q.shape[-1] ** 0.5 + inputs.bias
     probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p).to(q.dtype)
     return _merge(probs @ v, inputs.info)
 
 
 def sdpa_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    q, k, v = _split(qkv, inputs.info)
+    q, k, v = _split(qkv, inputs)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias.to(q.dtype), dropout_p=dropout_p)
     return _merge(out, inputs.info)
 
@@ -164,6 +169,7 @@ def _flex_kernel(device_type: str):
 
 
 def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    qkv = _by_head(qkv, inputs)
     total, _, heads, dim = qkv.shape
     padded = inputs.doc_ids.shape[0]
     q, k, v = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, padded - total)).permute(1, 2, 0, 3)[:, None].unbind(0)
@@ -186,7 +192,7 @@ def flash_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float
     from flash_attn import flash_attn_varlen_qkvpacked_func
 
     info = inputs.info
-    out = flash_attn_varlen_qkvpacked_func(qkv, info.cu_seqlens, info.max_seqlen, dropout_p,
+    out = flash_attn_varlen_qkvpacked_func(_by_head(qkv, inputs), info.cu_seqlens, info.max_seqlen, dropout_p,
                                            alibi_slopes=inputs.slopes)
     return out.reshape(qkv.shape[0], -1)
 
