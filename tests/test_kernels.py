@@ -83,8 +83,8 @@ def test_short_attention_matches_reference(dtype):
     g = torch.Generator(device=DEVICE).manual_seed(2)
     qkv = torch.randn(sum(lengths), 3 * heads * dim, device=DEVICE, generator=g).to(dtype).requires_grad_()
     slopes = alibi_slopes(heads).to(DEVICE)
-    out = short_attention(qkv, cu_seqlens, slopes, max(lengths))
-    ref = short_attention_reference(qkv, cu_seqlens, slopes)
+    out = short_attention(qkv, heads, cu_seqlens, slopes, max(lengths))
+    ref = short_attention_reference(qkv, heads, cu_seqlens, slopes)
     # float32 dot products run as TF32 on the GPU
     tol = TOLERANCE[dtype] if DEVICE == "cpu" or dtype == torch.bfloat16 else 1e-2
     assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)

@@ -25,9 +25,9 @@ except ImportError:
 MAX_SEQLEN = 128
 
 
-def short_attention_reference(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor) -> Tensor:
+def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor) -> Tensor:
     """Per-sequence float32 softmax attention with the ALiBi bias; (total, heads * dim)."""
-    total, heads = qkv.shape[0], slopes.shape[0]
+    total = qkv.shape[0]
     dim = qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
     bounds = cu_seqlens.tolist()
@@ -164,12 +164,12 @@ def _backward_rule(ctx, dout, _dlse):
 _forward.register_autograd(_backward_rule, setup_context=_setup_context)
 
 
-def short_attention(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int) -> Tensor:
-    """Attention of packed ``qkv`` within each sequence of ``cu_seqlens``, with one ALiBi slope
-    per head in ``slopes``; every sequence at most 128 tokens.
+def short_attention(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int) -> Tensor:
+    """Attention of packed ``qkv`` within each sequence of ``cu_seqlens``, with the ALiBi slope of
+    each of the ``heads`` in ``slopes``; every sequence at most 128 tokens.
 
     ``qkv`` is (total, 3 * heads * dim), the QKV projection's output as it is: Q, K, V, each
     head-major. Taking it unreshaped keeps the gradient's buffer in its final shape; a compiled,
     dynamic-shape backward that reshaped our freshly written gradient failed in Inductor under FSDP
     (pytorch/pytorch#189271). Returns (total, heads * dim)."""
-    return _forward(qkv.contiguous(), cu_seqlens, slopes, slopes.shape[0], _block(max_seqlen))[0]
+    return _forward(qkv.contiguous(), cu_seqlens, slopes, heads, _block(max_seqlen))[0]

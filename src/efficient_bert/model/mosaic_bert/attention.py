@@ -1,8 +1,9 @@
 """Attention backends over unpadded tokens with a symmetric ALiBi bias.
 
 Every backend takes ``qkv`` of shape (total_tokens, 3 * heads * head_dim), the QKV projection's
-output (Q, K, V, each head-major), and returns (total_tokens, heads * head_dim). What a backend needs beyond the tokens (a padded bias, a block
-mask) is built once per forward by :func:`prepare_attention` and shared by all layers.
+output (Q, K, V, each head-major), and returns (total_tokens, heads * head_dim). What a backend
+needs beyond the tokens (a padded bias, a block mask) is built once per forward by
+:func:`prepare_attention` and shared by all layers.
 
 - ``eager``: reference math on a padded view.
 - ``sdpa``: PyTorch's fused scaled-dot-product attention on a padded view with an additive ALiBi +
@@ -40,7 +41,6 @@ class AttentionInputs:
 
     backend: str
     info: Unpadded
-    heads: int
     slopes: torch.Tensor  # (heads,) float32
     bias: Optional[torch.Tensor] = None  # eager/sdpa: (batch, heads, seq, seq)
     doc_ids: Optional[torch.Tensor] = None  # flex: (padded_tokens,) document of each packed token
@@ -124,7 +124,7 @@ def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torc
                       dtype: torch.dtype) -> AttentionInputs:
     """Build once per forward what ``backend`` needs; ``dtype`` is the dtype q/k/v will have."""
     slopes = alibi_slopes_on(num_heads, torch.device(device))
-    inputs = AttentionInputs(backend, info, num_heads, slopes)
+    inputs = AttentionInputs(backend, info, slopes)
     if backend in ("eager", "sdpa"):
         inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32)
     elif backend == "flex":
@@ -132,12 +132,12 @@ def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torc
     return inputs
 
 
-def _by_head(qkv: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
-    return qkv.view(qkv.shape[0], 3, inputs.heads, -1)
+def _by_head(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    return qkv.view(qkv.shape[0], 3, heads, -1)
 
 
-def _split(qkv: torch.Tensor, inputs: AttentionInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    padded = pad(_by_head(qkv, inputs), inputs.info)  # (batch, seq, 3, heads, dim)
+def _split(qkv: torch.Tensor, heads: int, info: Unpadded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    padded = pad(_by_head(qkv, heads), info)  # (batch, seq, 3, heads, dim)
     q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, dim)
     return q, k, v
 
@@ -147,15 +147,15 @@ def _merge(out: torch.Tensor, info: Unpadded) -> torch.Tensor:
     return out.transpose(1, 2).reshape(batch * seq, heads * dim)[info.indices]
 
 
-def eager_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    q, k, v = _split(qkv, inputs)
+def eager_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    q, k, v = _split(qkv, heads, inputs.info)
     scores = (q.float() @ k.float().transpose(-1, -2)) / q.shape[-1] ** 0.5 + inputs.bias
     probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p).to(q.dtype)
     return _merge(probs @ v, inputs.info)
 
 
-def sdpa_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    q, k, v = _split(qkv, inputs)
+def sdpa_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    q, k, v = _split(qkv, heads, inputs.info)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.bias.to(q.dtype), dropout_p=dropout_p)
     return _merge(out, inputs.info)
 
@@ -168,9 +168,9 @@ def _flex_kernel(device_type: str):
     return torch.compile(flex_attention) if device_type == "cuda" else flex_attention
 
 
-def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    qkv = _by_head(qkv, inputs)
-    total, _, heads, dim = qkv.shape
+def flex_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    qkv = _by_head(qkv, heads)
+    total, _, _, dim = qkv.shape
     padded = inputs.doc_ids.shape[0]
     q, k, v = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, padded - total)).permute(1, 2, 0, 3)[:, None].unbind(0)
     doc, slopes = inputs.doc_ids, inputs.slopes
@@ -184,15 +184,15 @@ def flex_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float 
     return out[0].transpose(0, 1)[:total].reshape(total, heads * dim)
 
 
-def triton_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    return short_attention(qkv, inputs.info.cu_seqlens, inputs.slopes, inputs.info.max_seqlen)
+def triton_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    return short_attention(qkv, heads, inputs.info.cu_seqlens, inputs.slopes, inputs.info.max_seqlen)
 
 
-def flash_attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+def flash_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
     from flash_attn import flash_attn_varlen_qkvpacked_func
 
     info = inputs.info
-    out = flash_attn_varlen_qkvpacked_func(_by_head(qkv, inputs), info.cu_seqlens, info.max_seqlen, dropout_p,
+    out = flash_attn_varlen_qkvpacked_func(_by_head(qkv, heads), info.cu_seqlens, info.max_seqlen, dropout_p,
                                            alibi_slopes=inputs.slopes)
     return out.reshape(qkv.shape[0], -1)
 
@@ -201,6 +201,10 @@ ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flex": flex_atte
              "triton": triton_attention, "flash_attn": flash_attention}
 
 
-def attend(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    """Run ``inputs.backend``, which :func:`resolve_backend` chose for this dropout setting."""
-    return ATTENTION[inputs.backend](qkv, inputs, dropout_p)
+def attend(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    """Run ``inputs.backend``, which :func:`resolve_backend` chose for this dropout setting.
+
+    ``heads`` comes from the layer, not from ``inputs``: a module's int attribute stays a constant
+    under ``torch.compile(dynamic=True)``, where an int or a size read from the inputs would be
+    symbolic (a symbolic head count cost our attention 4% of the step, measured on an H100)."""
+    return ATTENTION[inputs.backend](qkv, heads, inputs, dropout_p)

@@ -100,6 +100,7 @@ class MosaicBertLayer(nn.Module):
     def __init__(self, config: MosaicBertConfig):
         super().__init__()
         h = config.hidden_size
+        self.heads = config.num_attention_heads
         self.prenorm = config.prenorm
         self.attention_dropout = config.attention_probs_dropout_prob
         self.qkv = nn.Linear(h, 3 * h)
@@ -111,7 +112,7 @@ class MosaicBertLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def attention(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
-        return self.attn_out(attend(self.qkv(x), inputs, self.attention_dropout if self.training else 0.0))
+        return self.attn_out(attend(self.qkv(x), self.heads, inputs, self.attention_dropout if self.training else 0.0))
 
     def mlp(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
         glu = geglu if fused else geglu_reference
