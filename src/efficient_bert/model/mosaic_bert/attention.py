@@ -206,5 +206,5 @@ def attend(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: fl
 
     ``heads`` comes from the layer, not from ``inputs``: a module's int attribute stays a constant
     under ``torch.compile(dynamic=True)``, where an int or a size read from the inputs would be
-    symbolic (a symbolic head count cost our attention 4% of the step, measured on an H100)."""
+    symbolic (a symbolic head count cost 4% of the step, measured on an H100)."""
     return ATTENTION[inputs.backend](qkv, heads, inputs, dropout_p)
