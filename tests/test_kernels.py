@@ -202,33 +202,45 @@ def test_training_step_with_host_counts_never_waits_for_the_gpu():
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs a CUDA GPU")
-def test_compiled_layers_match_eager_as_token_counts_and_tile_sizes_change():
-    """Inductor launches our kernels (attention included) from generated code under dynamic shapes;
-    batches of other token counts and other attention tile sizes give the eager model's results,
-    the compiled embeddings (their gradients included) too."""
+def _model_and_copy():
+    """A small Mosaic BERT on the GPU and a second model with the same weights."""
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
 
     torch.manual_seed(0)
     config = MosaicBertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=128, hidden_dropout_prob=0.0)
-    eager = MosaicBertForMaskedLM(config).cuda()
-    compiled = MosaicBertForMaskedLM(config).cuda()
-    compiled.load_state_dict(eager.state_dict())
+    model, copy = MosaicBertForMaskedLM(config).cuda(), MosaicBertForMaskedLM(config).cuda()
+    copy.load_state_dict(model.state_dict())
+    return model, copy
+
+
+def _mlm_batch(lengths: list[int], g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A right-padded GPU batch of rows of these lengths: random ids, two token-type segments per
+    row and 30% of the real tokens labelled."""
+    seq = max(lengths)
+    mask = (torch.arange(seq)[None] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(5, 500, mask.shape, generator=g) * mask
+    types = (torch.arange(seq)[None] >= torch.tensor(lengths)[:, None] // 2).long() * mask
+    labels = torch.where((torch.rand(mask.shape, generator=g) < 0.3) & mask.bool(), ids, -100)
+    batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    return {k: v.cuda() for k, v in batch.items()}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs a CUDA GPU")
+def test_compiled_layers_match_eager_as_token_counts_and_tile_sizes_change():
+    """Inductor launches our kernels (attention included) from generated code under dynamic shapes;
+    batches of other token counts and other attention tile sizes give the eager model's results,
+    the compiled embeddings (their gradients included) too."""
+    eager, compiled = _model_and_copy()
     compiled.compile_regions()
     g = torch.Generator().manual_seed(4)
     for lengths in ([128, 77, 5], [100, 128, 128, 3], [60, 20], [128, 9, 31, 128, 64]):
-        seq = max(lengths)
-        mask = (torch.arange(seq)[None] < torch.tensor(lengths)[:, None]).long()
-        ids = torch.randint(5, 500, mask.shape, generator=g) * mask
-        types = (torch.arange(seq)[None] >= torch.tensor(lengths)[:, None] // 2).long() * mask
-        labels = torch.where((torch.rand(mask.shape, generator=g) < 0.3) & mask.bool(), ids, -100)
-        batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
-        batch = {k: v.cuda() for k, v in batch.items()}
+        batch = _mlm_batch(lengths, g)
+        masked_counts = (batch["labels"] != -100).sum(1).tolist()
         losses, grads = [], []
         for model in (eager, compiled):
             model.zero_grad()
-            loss = model(**batch, seq_lengths=lengths, masked_counts=(labels != -100).sum(1).tolist()).loss
+            loss = model(**batch, seq_lengths=lengths, masked_counts=masked_counts).loss
             loss.backward()
             losses.append(loss.item())
             bert = model.bert
@@ -249,26 +261,16 @@ def test_compiled_layers_train_under_fsdp2(tmp_path):
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
-
     dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        torch.manual_seed(0)
-        config = MosaicBertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=128, hidden_dropout_prob=0.0)
-        eager = MosaicBertForMaskedLM(config).cuda()
-        sharded = MosaicBertForMaskedLM(config).cuda()
-        sharded.load_state_dict(eager.state_dict())
+        eager, sharded = _model_and_copy()
         sharded.compile_regions()  # before sharding, as our builder and Composer's Trainer do it
         for layer in sharded.bert.layers:
             fully_shard(layer)
         fully_shard(sharded)
         g = torch.Generator().manual_seed(6)
         for lengths in ([128, 77, 5], [100, 128, 3, 64]):
-            mask = (torch.arange(128)[None] < torch.tensor(lengths)[:, None]).long()
-            ids = torch.randint(5, 500, mask.shape, generator=g) * mask
-            labels = torch.where((torch.rand(mask.shape, generator=g) < 0.3) & mask.bool(), ids, -100)
-            batch = {k: v.cuda() for k, v in dict(input_ids=ids, attention_mask=mask, labels=labels).items()}
+            batch = _mlm_batch(lengths, g)
             losses, grads = [], []
             for model in (eager, sharded):
                 model.zero_grad()
