@@ -8,7 +8,7 @@ from composer.core import Callback, Event
 
 from conftest import ROOT
 from efficient_bert.callbacks import TrainingBudget
-from efficient_bert.optim import budget_multiplier
+from efficient_bert.optim import BudgetSchedule, budget_multiplier
 
 
 class FakeClock:
@@ -46,6 +46,18 @@ def test_schedule_curves_at_0_50_100_percent(curve, at_half):
     assert budget_multiplier(1.0, curve, warmup, 0.1) == pytest.approx(1.0 if curve == "constant" else 0.1)
 
 
+def test_wsd_is_flat_then_cools_down_as_one_minus_sqrt():
+    # warmup 0.1, cooldown over the last 0.2: flat from 0.1 to 0.8, then alpha_f + (1 - alpha_f)(1 - sqrt(c))
+    assert budget_multiplier(0.05, "wsd", 0.1, 0.0, 0.2) == pytest.approx(0.5)
+    assert budget_multiplier(0.1, "wsd", 0.1, 0.0, 0.2) == 1.0
+    assert budget_multiplier(0.8, "wsd", 0.1, 0.0, 0.2) == 1.0
+    assert budget_multiplier(0.85, "wsd", 0.1, 0.0, 0.2) == pytest.approx(1 - math.sqrt(0.25))
+    assert budget_multiplier(0.9, "wsd", 0.1, 0.1, 0.2) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)))
+    assert budget_multiplier(1.0, "wsd", 0.1, 0.1, 0.2) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="cooldown"):
+        BudgetSchedule("wsd", warmup=0.5, cooldown=0.6)
+
+
 def test_rst_arithmetic_and_excluded_extra_forwards():
     clock = FakeClock()
     budget = TrainingBudget(hours=1.0, clock="rst", rst_factor=2.5, count_extra_forwards=False, timer=clock)
@@ -58,6 +70,33 @@ def test_rst_arithmetic_and_excluded_extra_forwards():
     assert wall.fraction == 0.2 and wall.rst_seconds == 1800.0
     with pytest.raises(ValueError, match="calibrate"):
         TrainingBudget(hours=1.0, clock="rst")
+
+
+@pytest.mark.parametrize("count_compilation", [False, True])
+def test_compilation_inside_a_step_is_left_out_unless_counted(count_compilation):
+    import itertools
+    from types import SimpleNamespace
+
+    import torch
+
+    ticks = itertools.count(1.0)  # every reading of the clock is one second later
+    budget = TrainingBudget(hours=1.0, count_compilation=count_compilation, timer=lambda: next(ticks))
+    logger = SimpleNamespace(log_metrics=lambda metrics: None)
+    fn = torch.compile(lambda x: x * 2 + 1, backend="eager")  # dynamo traces: its compile callbacks fire
+    budget.run_event(Event.FIT_START, None, logger)
+    try:
+        for _ in range(2):  # the first step compiles (2 clock readings inside it), the second reuses the graph
+            budget.run_event(Event.BEFORE_DATALOADER, None, logger)
+            fn(torch.ones(3))
+            budget.run_event(Event.BATCH_END, None, logger)
+    finally:
+        budget.run_event(Event.FIT_END, None, logger)
+    # left out, step 1 runs from 1 to 4 with compilation from 2 to 3, step 2 from 5 to 6; counted,
+    # nothing reads the clock at compilation: step 1 runs from 1 to 2, step 2 from 3 to 4
+    assert budget.wall_seconds == (2.0 if count_compilation else 3.0)
+    assert budget.compile_seconds == (0.0 if count_compilation else 1.0)
+    from torch._dynamo.callback import callback_handler
+    assert budget._compile_start not in callback_handler.start_callbacks
 
 
 def test_calibration_file_is_read_and_checked(tmp_path):

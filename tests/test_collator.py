@@ -41,3 +41,17 @@ def test_masks_differ_between_calls_dynamic_masking(tokenizer):
     collator = MLMCollator(tokenizer, generator=torch.Generator().manual_seed(1))
     examples = [{"input_ids": np.arange(10, 74)}] * 4
     assert not torch.equal(collator(examples)["labels"], collator(examples)["labels"])
+
+
+def test_mask_seed_masks_each_sample_the_same_way_in_any_batch(tokenizer):
+    rng = np.random.default_rng(2)
+    examples = [{"input_ids": rng.integers(10, 1000, 64), "sample_id": 100 + i} for i in range(6)]
+    fixed = MLMCollator(tokenizer, mask_seed=7)
+    whole = fixed(examples)
+    torch.manual_seed(123)  # the global RNG plays no part
+    halves = [fixed(examples[3:]), fixed(examples[:3])]  # other batches, other order
+    assert torch.equal(torch.cat([halves[1]["labels"], halves[0]["labels"]]), whole["labels"])
+    assert torch.equal(torch.cat([halves[1]["input_ids"], halves[0]["input_ids"]]), whole["input_ids"])
+    assert (whole["labels"] != -100).any()
+    other = MLMCollator(tokenizer, mask_seed=8)(examples)
+    assert not torch.equal(other["labels"], whole["labels"])

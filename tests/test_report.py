@@ -33,6 +33,7 @@ def test_report_table_and_plots(tmp_path):
     assert drop["wall_vs_baseline"] == pytest.approx(drop["wall_hours"] / base["wall_hours"])
     glue = json.loads((RUNS / "baseline" / "glue" / "results.json").read_text())["averages"]["glue"]["average"]
     assert (base["glue_average"], drop["glue_average"]) == (glue, None)
+    assert base["unigram_floor"] is None  # these recorded runs predate the floor: the table shows "–"
     assert [len(r["eval_points"]) for r in summary["runs"]] == [expected["baseline"][3], expected["layer-drop"][3]]
     text = (tmp_path / "out" / "report.md").read_text()
     assert f"| tiny-layer-drop | {expected['layer-drop'][0]:.4f} | {drop['eval_loss_vs_baseline']:+.4f} |" in text
@@ -92,3 +93,6 @@ def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_d
     assert list((tmp_path / "tb").glob("**/events.out.tfevents.*"))
     record = read_run(save)
     assert record.final_eval_loss == evals[-1][EVAL_LOSS] and record.tokens == 8 * 16 * 64
+    # every evaluation also records the eval set's unigram floor: the same rows each time, so the same value
+    floors = {r["metrics/eval/UnigramEntropy"] for r in evals}
+    assert len(floors) == 1 and record.unigram_floor == floors.pop()

@@ -23,7 +23,8 @@ from composer.optim import (ConstantScheduler, ConstantWithWarmupScheduler, Cosi
                             LinearWithWarmupScheduler)
 from composer.utils import dist, reproducibility
 
-from efficient_bert.algorithms import LayerDrop, LayerStacking, RHOLoss, SelectiveBackprop, SophiaHessian
+from efficient_bert.algorithms import (BatchSizeWarmup, LayerDrop, LayerStacking, RHOLoss, SelectiveBackprop,
+                                       SophiaHessian)
 from efficient_bert.calibrate import load_rst_factor
 from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, MetricsFile,
                                       NaNGuard, ReplicaCheck, TimeMarkerExport, TrainingBudget)
@@ -112,6 +113,8 @@ ALGORITHMS.register("gradient_clipping", GradientClipping)
 ALGORITHMS.register("layer_stacking", LayerStacking)
 # progressive layer dropping (Zhang & He 2020): keep probability decays to theta_bar
 ALGORITHMS.register("layer_drop", LayerDrop)
+# ModernBERT's batch-size warmup: the trained part of each batch grows from min_fraction over `warmup`
+ALGORITHMS.register("batch_size_warmup", BatchSizeWarmup)
 
 # Sophia-G's Gauss-Newton-Bartlett Hessian estimate every `every` steps (with optimizer.name: sophiag)
 ALGORITHMS.register("sophia_hessian", SophiaHessian)
@@ -201,7 +204,7 @@ def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed
     return build_mlm_dataloader(
         tokenizer, device_batch_size, local=ds.local, remote=ds.remote, split=ds.split, shuffle=ds.shuffle,
         shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed, mlm_probability=ds.mlm_probability,
-        max_seq_len=ds.max_seq_len, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
+        mask_seed=ds.mask_seed, max_seq_len=ds.max_seq_len, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
         pin_memory=cfg.pin_memory and device == "gpu", prefetch_factor=cfg.prefetch_factor,
         persistent_workers=cfg.persistent_workers, timeout=cfg.timeout, predownload=ds.predownload,
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
@@ -243,7 +246,7 @@ def build_budget_callbacks(cfg: BudgetConfig, save_folder: Optional[str]) -> tup
         budget = None
         if cfg.hours is not None:
             factor = load_rst_factor(cfg.calibration) if cfg.calibration else None
-            budget = TrainingBudget(cfg.hours, cfg.clock, factor, cfg.count_extra_forwards)
+            budget = TrainingBudget(cfg.hours, cfg.clock, factor, cfg.count_extra_forwards, cfg.count_compilation)
         elif cfg.finetune_time_markers or cfg.clock != "wall" or cfg.calibration:
             raise ConfigError("budget.finetune_time_markers, budget.clock and budget.calibration need budget.hours")
         callbacks: list[Any] = [budget] if budget else []

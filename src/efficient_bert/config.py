@@ -33,6 +33,7 @@ class DatasetConfig:
     shuffle: bool = True
     shuffle_seed: Optional[int] = None  # defaults to the run's seed
     mlm_probability: float = 0.30
+    mask_seed: Optional[int] = None  # set: each sample's mask depends on (mask_seed, sample_id) only (evaluation)
     max_seq_len: int = 128
     predownload: Optional[int] = None
     cache_limit: Optional[str] = None
@@ -58,6 +59,7 @@ class BudgetConfig:
     clock: str = "wall"  # wall | rst (Reference System Time, needs `calibration`)
     calibration: Optional[str] = None  # JSON written by `python -m efficient_bert.calibrate`
     count_extra_forwards: bool = True  # selective backprop / RHO-loss / Sophia forwards count
+    count_compilation: bool = False  # whether torch.compile's time inside steps counts (it depends on the cache)
     finetune_time_markers: list[float] = field(default_factory=list)  # HF exports, e.g. [0.5, 0.9]
     eval_every: Optional[float] = None  # evaluate every this fraction (replaces eval_interval)
     eval_begin_proportion: float = 0.0  # inside the first ... of the budget,

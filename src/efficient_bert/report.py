@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from efficient_bert.callbacks.metrics_file import METRICS_FILE, RUN_FILE
 
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
+UNIGRAM_FLOOR = "metrics/eval/UnigramEntropy"  # the loss of a model that knows only token frequencies
 
 
 class ReportError(ValueError):
@@ -35,6 +36,7 @@ class RunRecord:
     wall_hours: float = 0.0
     rst_hours: Optional[float] = None
     glue_average: Optional[float] = None
+    unigram_floor: Optional[float] = None  # of the last evaluation
 
     @property
     def final_eval_loss(self) -> Optional[float]:
@@ -71,6 +73,8 @@ def read_run(folder: str | Path, metric: str = EVAL_LOSS) -> RunRecord:
         record.wall_hours = max(record.wall_hours, wall)
         if metric in row and isinstance(row[metric], float):
             record.eval_points.append((wall, row["tokens"], row[metric]))
+        if isinstance(row.get(UNIGRAM_FLOOR), float):
+            record.unigram_floor = row[UNIGRAM_FLOOR]
     if not record.eval_points:
         raise ReportError(f"{path} holds no '{metric}' values: the run never evaluated (set eval_loader and "
                           "eval_interval) or logs its eval loss under another name (--metric)")
@@ -85,7 +89,8 @@ def table(runs: Sequence[RunRecord], baseline: RunRecord) -> list[dict[str, obje
     rows = []
     for run in runs:
         rows.append({
-            "run": run.name, "final_eval_loss": run.final_eval_loss, "tokens": run.tokens, "batches": run.batches,
+            "run": run.name, "final_eval_loss": run.final_eval_loss, "unigram_floor": run.unigram_floor,
+            "tokens": run.tokens, "batches": run.batches,
             "wall_hours": run.wall_hours, "rst_hours": run.rst_hours, "glue_average": run.glue_average,
             "eval_loss_vs_baseline": run.final_eval_loss - baseline.final_eval_loss,
             "wall_vs_baseline": run.wall_hours / baseline.wall_hours if baseline.wall_hours else None,
@@ -100,16 +105,18 @@ def _fmt(value: object, spec: str) -> str:
 
 def markdown(rows: list[dict[str, object]], baseline: str, images: Sequence[str]) -> str:
     lines = [f"# Run comparison (baseline: {baseline})", "",
-             "| run | final eval loss | Δ vs baseline | tokens | × baseline | train wall h | × baseline | RST h "
-             "| GLUE avg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| run | final eval loss | Δ vs baseline | unigram floor | tokens | × baseline | train wall h | × baseline "
+             "| RST h | GLUE avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         glue = None if r["glue_average"] is None else 100 * r["glue_average"]
         lines.append(f"| {r['run']} | {r['final_eval_loss']:.4f} | {r['eval_loss_vs_baseline']:+.4f} | "
-                     f"{r['tokens']:,} | {_fmt(r['tokens_vs_baseline'], '.2f')} | {r['wall_hours']:.4f} | "
+                     f"{_fmt(r['unigram_floor'], '.4f')} | {r['tokens']:,} | {_fmt(r['tokens_vs_baseline'], '.2f')} | "
+                     f"{r['wall_hours']:.4f} | "
                      f"{_fmt(r['wall_vs_baseline'], '.2f')} | {_fmt(r['rst_hours'], '.4f')} | {_fmt(glue, '.2f')} |")
     lines += ["", "Train wall time leaves out evaluation and checkpoints when the run had a budget (its clock);",
-              "otherwise it is Composer's training clock.", ""]
+              "otherwise it is Composer's training clock. The unigram floor is the eval loss of a model that knows",
+              "only token frequencies: a loss near it means the model has learned nothing else.", ""]
     lines += [f"![{Path(i).stem}]({Path(i).name})" for i in images]
     return "\n".join(lines) + "\n"
 
@@ -129,6 +136,10 @@ def plot(runs: Sequence[RunRecord], out: Path) -> list[Path]:
         for run in runs:
             ax.plot([p[index] * (scale if index == 0 else 1) for p in run.eval_points],
                     [p[2] for p in run.eval_points], marker="o", markersize=3, label=run.name)
+        floors = sorted({round(run.unigram_floor, 4) for run in runs if run.unigram_floor is not None})
+        for i, floor in enumerate(floors):  # one line per distinct eval set
+            ax.axhline(floor, color="gray", linestyle="--", linewidth=1,
+                       label="unigram floor" if len(floors) == 1 else f"unigram floor {i + 1}")
         ax.set_xlabel(label)
         ax.set_ylabel("eval MLM loss")
         ax.set_title(f"eval MLM loss vs {label}")

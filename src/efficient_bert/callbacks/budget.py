@@ -2,7 +2,10 @@
 
 Training time is what the budget counts: from the moment a batch is requested from the dataloader
 (``BEFORE_DATALOADER``) to the end of its step (``BATCH_END``). Evaluation and checkpointing run
-between ``BATCH_END`` and the next ``BEFORE_DATALOADER``, so they are never counted. With several
+between ``BATCH_END`` and the next ``BEFORE_DATALOADER``, so they are never counted. Neither is
+``torch.compile``'s work inside a step (tracing, Inductor, the lazy backward compile; timed by
+dynamo's compile callbacks) unless ``count_compilation``: it depends on the compile cache, not on
+the recipe, and a cold cache would otherwise eat a minute of a short budget. With several
 processes, rank 0's count is broadcast after every step, so all ranks stop, schedule and export on
 the same step.
 
@@ -39,11 +42,13 @@ class TrainingBudget(Callback):
         clock: ``"wall"`` or ``"rst"`` (reference-system time; needs ``rst_factor``).
         rst_factor: reference seconds per wall-clock second on this machine (see ``calibrate``).
         count_extra_forwards: whether time inside :func:`extra_forward` counts.
+        count_compilation: whether ``torch.compile`` time inside a step counts.
         timer: seconds from a monotonic clock; injectable for tests.
     """
 
     def __init__(self, hours: float, clock: str = "wall", rst_factor: Optional[float] = None,
-                 count_extra_forwards: bool = True, timer: Callable[[], float] = time.monotonic):
+                 count_extra_forwards: bool = True, count_compilation: bool = False,
+                 timer: Callable[[], float] = time.monotonic):
         if not hours > 0:
             raise ValueError(f"budget hours must be positive, got {hours}")
         if clock not in ("wall", "rst"):
@@ -55,12 +60,16 @@ class TrainingBudget(Callback):
         self.clock = clock
         self.rst_factor = rst_factor if rst_factor else 1.0
         self.count_extra_forwards = count_extra_forwards
+        self.count_compilation = count_compilation
         self.timer = timer
         self.wall_seconds = 0.0  # training time spent, wall clock
         self.excluded_seconds = 0.0  # extra forwards not counted, wall clock
         self.last_step_seconds = 0.0  # budget seconds of the last step
+        self.compile_seconds = 0.0  # torch.compile time inside steps, left out of wall_seconds
         self._resumed_at: Optional[float] = None
         self._pending_exclusion = 0.0
+        self._compile_started: Optional[float] = None
+        self._pending_compile = 0.0
 
     # --- what the budget has used --------------------------------------------------------------
     @property
@@ -89,17 +98,48 @@ class TrainingBudget(Callback):
         """Take ``seconds`` of the current step off the count (extra forwards when they do not count)."""
         self._pending_exclusion += seconds
 
+    # --- compilation, timed by dynamo's callbacks (outermost compile only) --------------------
+    def _compile_start(self, _args: Any) -> None:
+        if self._resumed_at is not None:  # inside a step; compiling for evaluation is never counted anyway
+            self._compile_started = self.timer()
+
+    def _compile_end(self, _args: Any) -> None:
+        if self._compile_started is not None:
+            self._pending_compile += self.timer() - self._compile_started
+            self._compile_started = None
+
+    def _watch_compilation(self, on: bool) -> None:
+        from torch._dynamo.callback import callback_handler
+
+        hooks = ((callback_handler.start_callbacks, self._compile_start),
+                 (callback_handler.end_callbacks, self._compile_end))
+        for registered, hook in hooks:
+            if on and hook not in registered:
+                registered.append(hook)
+            elif not on and hook in registered:
+                registered.remove(hook)
+
     # --- Composer events -----------------------------------------------------------------------
     def run_event(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.BEFORE_DATALOADER:
             self._resumed_at = self.timer()
         elif event == Event.BATCH_END:
             self._account(state, logger)
+        elif event == Event.FIT_START and not self.count_compilation:
+            self._watch_compilation(True)
+        elif event == Event.FIT_END:
+            self._watch_compilation(False)
+
+    def close(self, state: State, logger: Logger) -> None:
+        self._watch_compilation(False)  # also when fit ended in an exception
 
     def _account(self, state: State, logger: Logger) -> None:
         now = self.timer()
         step = now - (self._resumed_at if self._resumed_at is not None else now)
         self._resumed_at = None
+        compiling, self._pending_compile = self._pending_compile, 0.0
+        step -= compiling
+        self.compile_seconds += compiling
         before = self.used_seconds
         wall, excluded = self.wall_seconds + step, self.excluded_seconds + self._pending_exclusion
         self._pending_exclusion = 0.0
@@ -110,7 +150,8 @@ class TrainingBudget(Callback):
         self.wall_seconds, self.excluded_seconds = wall, excluded
         self.last_step_seconds = self.used_seconds - before
         logger.log_metrics({"budget/fraction": self.fraction, "budget/wall_hours": self.wall_seconds / 3600,
-                            "budget/rst_hours": self.rst_seconds / 3600})
+                            "budget/rst_hours": self.rst_seconds / 3600,
+                            "budget/compile_seconds": self.compile_seconds})
         if self.spent:
             lrs = [g["lr"] for opt in state.optimizers for g in opt.param_groups][:1]
             log.info("training budget of %.4g h (%s) spent after %s: stopping (LR now %s)", self.seconds / 3600,
@@ -119,12 +160,13 @@ class TrainingBudget(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"wall_seconds": self.wall_seconds, "excluded_seconds": self.excluded_seconds,
-                "last_step_seconds": self.last_step_seconds}
+                "last_step_seconds": self.last_step_seconds, "compile_seconds": self.compile_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wall_seconds = float(state["wall_seconds"])
         self.excluded_seconds = float(state["excluded_seconds"])
         self.last_step_seconds = float(state.get("last_step_seconds", 0.0))
+        self.compile_seconds = float(state.get("compile_seconds", 0.0))
 
 
 def run_progress(state: State, budget: Optional[TrainingBudget]) -> float:

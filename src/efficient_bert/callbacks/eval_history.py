@@ -38,13 +38,16 @@ class EvalHistory(Callback):
     def series(self, key: str) -> list[float]:
         return [r[key] for r in self.records if key in r]
 
-    def summary(self, key: str = "eval/LanguageCrossEntropy") -> str:
+    def summary(self, key: str = "eval/LanguageCrossEntropy", floor: str = "eval/UnigramEntropy") -> str:
+        """First and last value of ``key``, and the last value of ``floor`` (the unigram floor) beside them."""
         values = self.series(key)
         if not values:
             return f"no evaluation of {key} was run"
         first, last = self.records[0], self.records[-1]
+        floors = self.series(floor)
+        beside = f"; unigram floor {floors[-1]:.4f} (last - floor = {values[-1] - floors[-1]:+.4f})" if floors else ""
         return (f"{key}: first {values[0]:.4f} (batch {first['batch']}) -> last {values[-1]:.4f} "
-                f"(batch {last['batch']}) over {len(values)} evaluations")
+                f"(batch {last['batch']}) over {len(values)} evaluations{beside}")
 
     def fit_end(self, state: State, logger: Logger) -> None:
         log.info(self.summary())

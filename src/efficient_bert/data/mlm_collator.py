@@ -28,16 +28,21 @@ class MLMCollator:
     a subset of rows must subset these lists too.
 
     Randomness comes from ``generator`` when given, else from torch's global RNG, which the
-    DataLoader seeds per worker from the run's seed.
+    DataLoader seeds per worker from the run's seed. With ``mask_seed``, each sample's mask is
+    instead a function of ``(mask_seed, sample_id)`` alone: every pass over an evaluation set masks
+    it the same way, whatever the model, batch size, worker count or RNG state of the run.
     """
 
     def __init__(self, tokenizer: Any, mlm_probability: float = 0.30, pad_to_multiple_of: int = 8,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None, mask_seed: Optional[int] = None):
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+        if mask_seed is not None and mask_seed < 0:
+            raise ValueError(f"mask_seed must be a non-negative integer, got {mask_seed}")
         self.mlm_probability = mlm_probability
         self.pad_to_multiple_of = pad_to_multiple_of
         self.generator = generator
+        self.mask_seed = mask_seed
         self.pad_id = int(tokenizer.pad_token_id)
         self.mask_id = int(tokenizer.mask_token_id)
         special = set(int(i) for i in tokenizer.all_special_ids)
@@ -54,9 +59,11 @@ class MLMCollator:
             batch[row, : len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
         return batch
 
-    def mask(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (masked input_ids, labels) for an already padded batch."""
-        g = self.generator
+    def mask(self, input_ids: torch.Tensor, generator: Optional[torch.Generator] = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (masked input_ids, labels) for an already padded batch (``generator``: this call's
+        RNG, else the collator's)."""
+        g = generator or self.generator
         maskable = ~torch.isin(input_ids, self.special_ids)  # pad is special too
         selected = (torch.rand(input_ids.shape, generator=g) < self.mlm_probability) & maskable
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
@@ -69,10 +76,22 @@ class MLMCollator:
         masked[to_random] = self.regular_ids[picks]
         return masked, labels
 
+    def mask_per_sample(self, input_ids: torch.Tensor, sample_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask each row with its own generator seeded from ``(mask_seed, sample_id)``."""
+        rows = [self.mask(input_ids[i : i + 1], torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.mask_seed, int(sid)]).generate_state(1, np.uint64)[0])))
+            for i, sid in enumerate(sample_ids)]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         input_ids = self.pad([ex["input_ids"] for ex in examples])
         attention_mask = (input_ids != self.pad_id).long()
-        masked, labels = self.mask(input_ids)
+        if self.mask_seed is None:
+            masked, labels = self.mask(input_ids)
+        else:
+            if "sample_id" not in examples[0]:
+                raise ValueError("mask_seed masks each sample by its sample_id, and these samples have none")
+            masked, labels = self.mask_per_sample(input_ids, [ex["sample_id"] for ex in examples])
         batch = {
             "input_ids": masked,
             "attention_mask": attention_mask,

@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from efficient_bert.model.flops import mlm_training_flops
 from efficient_bert.model.layer_plan import find_layer_plan
+from efficient_bert.model.unigram_floor import UnigramEntropy, original_tokens
 
 # Keys of a batch that a module may consume; the rest (sample_id, ...) is for algorithms.
 # ``seq_lengths``/``masked_counts`` are host-side per-row counts that spare unpadded models a sync.
@@ -33,7 +34,9 @@ class ComposerMLM(ComposerModel):
     object with ``loss`` and ``logits`` (the HF ``MaskedLMOutput`` contract).
 
     Metrics: ``LanguageCrossEntropy`` (the MLM loss over masked tokens) and ``MaskedAccuracy``, on
-    train and eval. ``flops_per_batch`` lets Composer's SpeedMonitor report MFU.
+    train and eval; on eval also ``UnigramEntropy``, the loss floor of a model that knows only token
+    frequencies (:mod:`efficient_bert.model.unigram_floor`; needs the tokenizer's special tokens).
+    ``flops_per_batch`` lets Composer's SpeedMonitor report MFU.
     """
 
     def __init__(self, module: torch.nn.Module, tokenizer: Any = None):
@@ -42,6 +45,9 @@ class ComposerMLM(ComposerModel):
         self.tokenizer = tokenizer
         self.train_metrics = {"LanguageCrossEntropy": LanguageCrossEntropy(), "MaskedAccuracy": MaskedAccuracy()}
         self.val_metrics = {"LanguageCrossEntropy": LanguageCrossEntropy(), "MaskedAccuracy": MaskedAccuracy()}
+        if tokenizer is not None:
+            self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+            self.val_metrics["UnigramEntropy"] = UnigramEntropy(module.config.vocab_size)
 
     @property
     def config(self):
@@ -60,6 +66,9 @@ class ComposerMLM(ComposerModel):
         return self.train_metrics if is_train else self.val_metrics
 
     def update_metric(self, batch: Mapping[str, Any], outputs: Any, metric: Metric) -> None:
+        if isinstance(metric, UnigramEntropy):
+            metric.update(original_tokens(batch, self.special_ids))
+            return
         labels = batch["labels"]
         if outputs.logits.dim() == 2:  # sparse prediction: logits only at the labelled positions
             labels = labels[labels != -100]

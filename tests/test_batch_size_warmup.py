@@ -1,0 +1,63 @@
+"""Batch-size warmup: the schedule, and its effect in a plain Composer Trainer around an HF BERT."""
+
+import pytest
+import torch
+from composer.core import Callback, Event
+
+from efficient_bert.algorithms import BatchSizeWarmup, apply_batch_size_warmup, warmup_rows
+
+
+def test_warmup_rows_grow_linearly_in_multiples_to_the_full_batch():
+    # 512 rows from a quarter over the first 10%: 128 at the start, halfway 320, then all of them
+    assert warmup_rows(0.0, 512, 0.25, 0.1) == 128
+    assert warmup_rows(0.05, 512, 0.25, 0.1) == 320
+    assert warmup_rows(0.0999, 512, 0.25, 0.1) == 504  # 511.6 rounded down to a multiple of 8
+    assert warmup_rows(0.1, 512, 0.25, 0.1) == warmup_rows(0.7, 512, 0.25, 0.1) == 512
+    assert warmup_rows(0.0, 20, 0.1, 0.5) == 8  # never fewer than one multiple
+    assert warmup_rows(0.0, 5, 0.1, 0.5) == 5  # nor more than the batch
+    with pytest.raises(ValueError, match="min_fraction"):
+        BatchSizeWarmup(min_fraction=0.0)
+
+
+def test_the_first_rows_of_every_entry_are_kept(tokenizer):
+    from test_batch_selection import mlm_batch
+
+    batch = mlm_batch(tokenizer, rows=6)
+    kept = apply_batch_size_warmup(batch, 4)
+    assert kept["input_ids"].shape[0] == 4 and torch.equal(kept["labels"], batch["labels"][:4])
+    assert kept["seq_lengths"] == batch["seq_lengths"][:4] and kept["masked_counts"] == batch["masked_counts"][:4]
+
+
+class TrainedRows(Callback):
+    def __init__(self):
+        self.rows = []
+
+    def run_event(self, event, state, logger):
+        if event == Event.BEFORE_FORWARD:
+            self.rows.append(int(state.batch["input_ids"].shape[0]))
+
+
+@pytest.mark.slow
+def test_in_a_plain_trainer_around_hf_bert_the_batch_grows_on_schedule(tokenizer, token_mds):
+    from composer import Trainer
+    from composer.models import HuggingFaceModel
+    from transformers import BertConfig, BertForMaskedLM
+
+    from efficient_bert.data.dataloader import build_mlm_dataloader
+
+    torch.manual_seed(0)
+    model = HuggingFaceModel(BertForMaskedLM(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64)), use_logits=True)
+    loader = build_mlm_dataloader(tokenizer, 32, local=str(token_mds), split="train", max_seq_len=64, num_workers=0)
+    seen = TrainedRows()
+    trainer = Trainer(model=model, train_dataloader=loader, max_duration="10ba", device="cpu",
+                      algorithms=[BatchSizeWarmup(warmup=0.5, min_fraction=0.25)], callbacks=[seen])
+    trainer.fit()
+    # progress is the elapsed fraction of 10 batches, read before each step: 0.0, 0.1, ..., 0.4, then full
+    assert seen.rows == [8, 8, 16, 16, 24, 32, 32, 32, 32, 32]
+    assert int(trainer.state.timestamp.sample) == 10 * 32  # Composer counts the rows drawn
+    with pytest.raises(ValueError, match="max_duration of 320sp"):
+        Trainer(model=model, train_dataloader=loader, max_duration="320sp", device="cpu",
+                algorithms=[BatchSizeWarmup()]).fit()
+    loader.dataloader.dataset.close()
