@@ -97,3 +97,29 @@ def test_method_yamls_merge_onto_a_run_and_replace_named_sections(tmp_path):
         from efficient_bert.builders import check_components
 
         check_components(load_config([tiny, bad]))
+
+
+def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(tokenizer):
+    from conftest import ROOT
+
+    from efficient_bert.builders import MODELS, check_components, named
+
+    pretrain = ROOT / "yamls" / "pretrain"
+    ours = load_config([pretrain / "mosaic-bert-budget.yaml"])
+    peer = load_config([pretrain / "mosaic-bert-budget.yaml", pretrain / "hf-bert-budget.yaml"])
+    check_components(ours)
+    check_components(peer)
+    assert ours.model["prenorm"] is True and ours.scheduler["curve"] == "wsd" and ours.budget.hours == 0.05
+    assert peer.model == {"name": "hf_bert", "compile": True, "hidden_dropout_prob": 0.0,
+                          "attention_probs_dropout_prob": 0.0}
+    for key in ("train_loader", "eval_loader", "budget", "algorithms", "global_train_batch_size", "precision",
+                "max_duration", "seed"):
+        assert getattr(peer, key) == getattr(ours, key), key
+    assert ours.eval_loader.dataset.mask_seed == 2024  # both evaluate on the same masks
+    # compile: true compiles HF BERT in place, so checkpoints keep the state dict's names
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    compiled = MODELS.build(*named({**peer.model, **small}, "model", MODELS), tokenizer=tokenizer, max_seq_len=64)
+    eager = MODELS.build(*named({**peer.model, **small, "compile": False}, "model", MODELS), tokenizer=tokenizer,
+                         max_seq_len=64)
+    assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(eager.state_dict())

@@ -1,0 +1,210 @@
+"""Quality per budget: train named configs one after another at an equal training budget, compare eval MLM loss.
+
+Every run goes through the normal path, ``composer -n 1 main.py <yamls> <overrides>``, into
+``OUT/<name>/`` (its metrics, eval history, checkpoint and HF export, as any run writes them). All runs
+get the same budget, data, tokenizer and evaluation: the same held-out rows, masked by a fixed seed
+(``eval_loader.dataset.mask_seed``), so every run's eval loss is measured on identical masks. Then it
+prints, per run: steps, tokens, tokens/s over the budget's training clock, the final eval MLM loss and
+masked accuracy, and the eval set's unigram floor (the best loss of a model that knows only token
+frequencies, :mod:`efficient_bert.model.unigram_floor`). It writes ``OUT/quality.md`` (the table and
+each run's exact command) and ``OUT/quality.json``, and runs ``efficient-bert report`` over the run
+folders (``OUT/report/``: loss-vs-time and loss-vs-tokens plots). A script, not a test: run it on a GPU.
+
+    python bench/quality.py --out runs/quality-3min --hours 0.05 \\
+        --data runs/enwiki-mds --tokenizer runs/enwiki-tok \\
+        --run "ours=yamls/pretrain/mosaic-bert-budget.yaml" \\
+        --run "ours-lr2e-3=yamls/pretrain/mosaic-bert-budget.yaml optimizer.lr=2e-3" \\
+        --run "hf=yamls/pretrain/hf-bert-budget.yaml"
+
+A run whose folder already holds its result is skipped (rerun the same command after an interruption);
+a folder without one (a killed run) is an error naming it: delete it to run it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_FILE = "quality_result.json"
+
+
+@dataclass
+class RunSpec:
+    name: str
+    args: list[str]  # YAML files and key=value overrides, as main.py takes them
+
+
+@dataclass
+class Result:
+    name: str
+    command: str
+    returncode: int
+    steps: Optional[int] = None
+    tokens: Optional[int] = None
+    train_seconds: Optional[float] = None  # the budget's clock: no evaluation, checkpoints or compilation
+    compile_seconds: Optional[float] = None
+    eval_loss: Optional[float] = None
+    masked_accuracy: Optional[float] = None
+    unigram_floor: Optional[float] = None
+    evaluations: int = 0
+
+    @property
+    def tokens_per_second(self) -> Optional[float]:
+        return self.tokens / self.train_seconds if self.tokens and self.train_seconds else None
+
+
+def parse_run(text: str) -> RunSpec:
+    name, sep, rest = text.partition("=")
+    if not sep or not name or "/" in name or not rest.strip():
+        raise argparse.ArgumentTypeError(f"--run takes NAME=YAML [YAML ...] [key=value ...], got {text!r}")
+    return RunSpec(name, shlex.split(rest))
+
+
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    """What every run shares: data, tokenizer, budget and the fixed evaluation."""
+    out = []
+    if args.data:
+        out += [f"train_loader.dataset.local={args.data}", f"eval_loader.dataset.local={args.data}"]
+    if args.tokenizer:
+        out.append(f"tokenizer.path={args.tokenizer}")
+    if args.hours is not None:
+        out += [f"budget.hours={args.hours}", "max_duration=100000000ba"]  # the budget ends the run
+    out += [f"eval_loader.dataset.mask_seed={args.eval_mask_seed}",
+            f"eval_loader.dataset.mlm_probability={args.eval_mlm_probability}",
+            "eval_loader.dataset.shuffle=false", f"eval_subset_num_batches={args.eval_batches}"]
+    return out + list(args.override)
+
+
+def read_result(folder: Path, name: str, command: str, returncode: int) -> Result:
+    result = Result(name, command, returncode)
+    history = folder / "eval_history.json"
+    if history.is_file():
+        records = json.loads(history.read_text())
+        result.evaluations = len(records)
+        if records:
+            last = records[-1]
+            result.eval_loss = last.get("eval/LanguageCrossEntropy")
+            result.masked_accuracy = last.get("eval/MaskedAccuracy")
+            result.unigram_floor = last.get("eval/UnigramEntropy")
+    metrics = folder / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "batch" in row:
+                result.steps = max(result.steps or 0, row["batch"])
+                result.tokens = max(result.tokens or 0, row["tokens"])
+            if "budget/wall_hours" in row:
+                result.train_seconds = row["budget/wall_hours"] * 3600
+                result.compile_seconds = row.get("budget/compile_seconds")
+    return result
+
+
+def run_one(spec: RunSpec, args: argparse.Namespace, launcher: list[str]) -> Result:
+    folder = Path(args.out) / spec.name
+    done = folder / RESULT_FILE
+    if done.is_file():
+        print(f"[quality] {spec.name}: done earlier, reading {done}", flush=True)
+        return Result(**json.loads(done.read_text()))
+    if folder.exists():
+        raise SystemExit(f"error: {folder} exists but holds no {RESULT_FILE} (an interrupted run?): delete it to "
+                         "run it again, or choose another --out")
+    overrides = common_overrides(args) + [f"save_folder={folder}", f"run_name={spec.name}"]
+    cmd = [*launcher, "main.py", *spec.args, *overrides]
+    command = shlex.join(cmd)
+    print(f"[quality] {spec.name}: {command}", flush=True)
+    start = time.monotonic()
+    log_path = Path(args.out) / f"{spec.name}.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    result = read_result(folder, spec.name, command, proc.returncode)
+    print(f"[quality] {spec.name}: exit {proc.returncode} after {time.monotonic() - start:.0f} s; "
+          f"eval loss {result.eval_loss}; log {log_path}", flush=True)
+    if proc.returncode == 0 and folder.is_dir():
+        done.write_text(json.dumps(asdict(result), indent=1))
+    return result
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table(results: Sequence[Result]) -> str:
+    lines = ["| run | steps | tokens | tok/s | eval loss | masked acc | unigram floor | loss − floor | compile s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        gap = None if r.eval_loss is None or r.unigram_floor is None else r.eval_loss - r.unigram_floor
+        acc = None if r.masked_accuracy is None else 100 * r.masked_accuracy
+        status = "" if r.returncode == 0 else f" (exit {r.returncode})"
+        lines.append(f"| {r.name}{status} | {fmt(r.steps, ',')} | {fmt(r.tokens, ',')} | "
+                     f"{fmt(r.tokens_per_second, ',.0f')} | {fmt(r.eval_loss, '.4f')} | {fmt(acc, '.2f')}% | "
+                     f"{fmt(r.unigram_floor, '.4f')} | {fmt(gap, '+.4f')} | {fmt(r.compile_seconds, '.0f')} |")
+    return "\n".join(lines)
+
+
+def write_outputs(results: Sequence[Result], args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    setup = (f"budget {args.hours} h per run" if args.hours is not None else "each YAML's own budget") + \
+        f"; eval: mask seed {args.eval_mask_seed}, masking {args.eval_mlm_probability}, batches {args.eval_batches}"
+    md = [f"# Quality per budget ({setup})", "", table(results), "", "Commands:", ""]
+    md += [f"- `{r.name}`: `{r.command}`" for r in results]
+    (out / "quality.md").write_text("\n".join(md) + "\n")
+    (out / "quality.json").write_text(json.dumps(
+        {"hours": args.hours, "eval_mask_seed": args.eval_mask_seed, "eval_mlm_probability": args.eval_mlm_probability,
+         "eval_batches": args.eval_batches,
+         "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in results]}, indent=1))
+    finished = [str(out / r.name) for r in results if r.eval_loss is not None]
+    if finished:
+        from efficient_bert.report import ReportError, report
+
+        try:
+            report(finished, out / "report", overwrite=True)
+        except ReportError as exc:
+            print(f"[quality] no report: {exc}", file=sys.stderr)
+
+
+def default_launcher() -> list[str]:
+    if shutil.which("composer"):
+        return ["composer", "-n", "1"]
+    return [sys.executable, "-m", "composer.cli.launcher", "-n", "1"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=parse_run, action="append", required=True, metavar="NAME=ARGS",
+                        help="a named config: YAML files and key=value overrides, as main.py takes them (repeat)")
+    parser.add_argument("--out", required=True, help="folder for every run's folder, the table and the report")
+    parser.add_argument("--hours", type=float, help="the training budget of every run (budget.hours)")
+    parser.add_argument("--data", help="MDS root with train/ and validation/ (convert_c4.py)")
+    parser.add_argument("--tokenizer", help="tokenizer folder (efficient-bert train-tokenizer)")
+    parser.add_argument("--eval-mask-seed", type=int, default=2024, help="masking seed of the held-out set")
+    parser.add_argument("--eval-mlm-probability", type=float, default=0.30)
+    parser.add_argument("--eval-batches", type=int, default=-1, help="eval batches per evaluation (-1: all)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a key=value for every run (repeat)")
+    parser.add_argument("--launcher", type=shlex.split, default=None,
+                        help="command that starts main.py (default: 'composer -n 1')")
+    args = parser.parse_args(argv)
+    names = [r.name for r in args.run]
+    if len(set(names)) != len(names):
+        parser.error(f"run names must be unique: {names}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    launcher = args.launcher or default_launcher()
+    results = []
+    for spec in args.run:
+        results.append(run_one(spec, args, launcher))
+        write_outputs(results, args)  # after every run, so an interrupted sweep keeps its table
+    print(table(results))
+    return 0 if all(r.returncode == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
