@@ -14,7 +14,7 @@ def mlm_batch(tokenizer, rows=6, seq=32, seed=0):
     from conftest import sample_documents
     from efficient_bert.data.mlm_collator import MLMCollator
 
-    collator = MLMCollator(tokenizer, 0.3, generator=torch.Generator().manual_seed(seed))
+    collator = MLMCollator(tokenizer, 0.3, seed=seed)
     docs = sample_documents("validation")[:rows]
     examples = [{"input_ids": tokenizer(d, truncation=True, max_length=seq - 4 * i)["input_ids"], "sample_id": 100 + i}
                 for i, d in enumerate(docs)]

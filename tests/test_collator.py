@@ -5,7 +5,7 @@ from efficient_bert.data.mlm_collator import MLMCollator
 
 
 def test_masking_statistics_and_labels(tokenizer):
-    collator = MLMCollator(tokenizer, mlm_probability=0.30, generator=torch.Generator().manual_seed(0))
+    collator = MLMCollator(tokenizer, mlm_probability=0.30, seed=0)
     rng = np.random.default_rng(0)
     regular = collator.regular_ids.numpy()
     # 256 samples of varying length, each [CLS] ... [SEP], padded by the collator.
@@ -37,21 +37,18 @@ def test_masking_statistics_and_labels(tokenizer):
     assert not torch.isin(batch["input_ids"][randomized], collator.special_ids).any()
 
 
-def test_masks_differ_between_calls_dynamic_masking(tokenizer):
-    collator = MLMCollator(tokenizer, generator=torch.Generator().manual_seed(1))
-    examples = [{"input_ids": np.arange(10, 74)}] * 4
-    assert not torch.equal(collator(examples)["labels"], collator(examples)["labels"])
-
-
-def test_mask_seed_masks_each_sample_the_same_way_in_any_batch(tokenizer):
+def test_masks_change_with_the_epoch_and_depend_on_nothing_else(tokenizer):
     rng = np.random.default_rng(2)
-    examples = [{"input_ids": rng.integers(10, 1000, 64), "sample_id": 100 + i} for i in range(6)]
-    fixed = MLMCollator(tokenizer, mask_seed=7)
-    whole = fixed(examples)
+    examples = [{"input_ids": rng.integers(10, 1000, 64), "sample_id": 100 + i, "epoch": 3} for i in range(6)]
+    collator = MLMCollator(tokenizer, seed=7)
+    whole = collator(examples)
     torch.manual_seed(123)  # the global RNG plays no part
-    halves = [fixed(examples[3:]), fixed(examples[:3])]  # other batches, other order
-    assert torch.equal(torch.cat([halves[1]["labels"], halves[0]["labels"]]), whole["labels"])
-    assert torch.equal(torch.cat([halves[1]["input_ids"], halves[0]["input_ids"]]), whole["input_ids"])
+    halves = [collator(examples[3:]), collator(examples[:3])]  # other batches, other order
+    for key in ("labels", "input_ids"):
+        assert torch.equal(torch.cat([halves[1][key], halves[0][key]]), whole[key])
     assert (whole["labels"] != -100).any()
-    other = MLMCollator(tokenizer, mask_seed=8)(examples)
-    assert not torch.equal(other["labels"], whole["labels"])
+    next_epoch = collator([{**ex, "epoch": 4} for ex in examples])
+    assert not torch.equal(next_epoch["labels"], whole["labels"])  # dynamic masking: a fresh mask each epoch
+    assert not torch.equal(MLMCollator(tokenizer, seed=8)(examples)["labels"], whole["labels"])
+    fixed = MLMCollator(tokenizer, seed=7, vary_by_epoch=False)  # evaluation: one mask per sample for good
+    assert torch.equal(fixed(examples)["labels"], fixed([{**ex, "epoch": 4} for ex in examples])["labels"])

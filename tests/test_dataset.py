@@ -1,9 +1,11 @@
 import os
+import time
+from pathlib import Path
 
 import pytest
 
 from efficient_bert.data.dataloader import build_mlm_dataloader
-from efficient_bert.data.text_dataset import StreamingTextDataset
+from efficient_bert.data.text_dataset import CorruptShardError, StreamingTextDataset
 from efficient_bert.registry import ConfigError
 
 
@@ -63,6 +65,66 @@ def test_corrupt_shard_names_the_shard(tmp_path, tokenizer):
     with StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train") as ds:
         with pytest.raises(RuntimeError, match="shard 0 .*shard.00000.mds.zstd.*corrupt"):
             ds[0]
+
+
+def copy_of(mds, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(mds, tmp_path / "mds"))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_truncated_compressed_shard_fails_within_seconds_naming_it(tmp_path, tokenizer_dir, token_mds, workers):
+    # only the .zstd is left, cut short: streaming's decompression fails in a background thread, which
+    # used to leave the shard "preparing" forever and the run hanging
+    from test_train_e2e import TINY, run_main
+
+    mds = copy_of(token_mds, tmp_path)
+    (mds / "train" / "shard.00000.mds").unlink(missing_ok=True)  # streaming's copy, once a reader decompressed it
+    zipped = mds / "train" / "shard.00000.mds.zstd"
+    zipped.write_bytes(zipped.read_bytes()[:50_000])
+    start = time.monotonic()
+    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={mds}", f"save_folder={tmp_path / 'run'}",
+                    "loggers.wandb=null", f"train_loader.num_workers={workers}", timeout=120)
+    assert done.returncode == 2 and time.monotonic() - start < 60
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: decompressing or downloading a shard failed (") and "Decompression error" in last
+    assert f"shard 0 (shard.00000.mds, shard.00000.mds.zstd) under {mds / 'train'} is corrupt" in last
+    assert last.endswith("re-run convert_c4.py with --overwrite, or delete the local cache so it is downloaded again")
+
+
+def test_token_ids_outside_the_vocabulary_are_caught_where_they_are_read(tmp_path, tokenizer):
+    # without the check, such an id ends in an IndexError deep inside the embedding
+    import numpy as np
+    from streaming import MDSWriter
+
+    with MDSWriter(out=str(tmp_path / "train"), columns={"tokens": "ndarray:int32"}) as w:
+        w.write({"tokens": np.arange(10, 74, dtype=np.int32)})
+        w.write({"tokens": np.array([10, 11, 5000, 12], dtype=np.int32)})
+    with StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train") as ds:
+        assert ds[0]["input_ids"].max() == 73
+        with pytest.raises(CorruptShardError, match=f"sample 1 holds token ids from 10 to 5000, outside the "
+                                                    f"tokenizer's vocabulary of {len(tokenizer)} .*shard 0 "):
+            ds[1]
+
+
+def test_a_raw_shard_is_read_only_if_it_matches_its_hash(tmp_path, tokenizer, token_mds):
+    mds = copy_of(token_mds, tmp_path)
+    zipped, raw = mds / "validation" / "shard.00000.mds.zstd", mds / "validation" / "shard.00000.mds"
+    with StreamingTextDataset(tokenizer, 64, local=str(mds), split="validation") as ds:
+        intact = ds[ds.num_samples - 1]["input_ids"]  # reading decompresses the shard beside its .zstd
+    assert raw.is_file()
+    zipped.write_bytes(zipped.read_bytes()[:1000])  # a damaged .zstd beside an intact raw copy: nothing is wrong
+    with StreamingTextDataset(tokenizer, 64, local=str(mds), split="validation") as ds:
+        assert (ds[ds.num_samples - 1]["input_ids"] == intact).all()
+    data = bytearray(raw.read_bytes())
+    data[-4] ^= 1  # the last id of the last sample, still inside the vocabulary
+    raw.write_bytes(bytes(data))
+    with StreamingTextDataset(tokenizer, 64, local=str(mds), split="validation") as ds:
+        with pytest.raises(CorruptShardError, match="shard.00000.mds does not match the sha1 its index.json records"):
+            ds[0]
+    flipped = int.from_bytes(data[-4:], "little")
+    assert flipped < len(tokenizer) and flipped != intact[-1]  # only the hash can tell
 
 
 def test_remote_shards_are_copied_into_the_local_cache(token_mds, tokenizer, tmp_path):

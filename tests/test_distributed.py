@@ -83,6 +83,22 @@ def test_two_process_training_with_the_composer_launcher(tmp_path, tokenizer_dir
     assert [e["batch"] for e in history] == [0, 6, 12]
 
 
+@pytest.mark.slow
+def test_two_processes_resumed_mid_epoch_end_bit_identical(tmp_path, tokenizer_dir, token_mds):
+    """Each rank draws its own dropout; resumed from step 6, both ranks must draw again what they drew
+    the first time, so the evaluation at 12 and the final weights are exactly the uninterrupted run's."""
+    runs = {}
+    for name, extra in (("whole", ()), ("resumed", (f"load_path={tmp_path / 'whole' / 'ck' / 'ep0-ba6-rank0.pt'}",))):
+        (tmp_path / name).mkdir()
+        result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "save_interval=6ba",
+                                     "model.hidden_dropout_prob=0.1", *extra), cwd=tmp_path / name)
+        assert_clean_exit(result, tmp_path / name)
+        runs[name] = (json.loads((tmp_path / name / "ck" / "eval_history.json").read_text()),
+                      json.loads((tmp_path / name / "ck" / "replica_check.json").read_text())["digests"])
+    assert [e["batch"] for e in runs["resumed"][0]] == [0, 6, 12]
+    assert runs["resumed"] == runs["whole"]
+
+
 def own_shm_works() -> bool:
     """Whether this host lets a process get its own /dev/shm (a mount namespace; needs root)."""
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",

@@ -12,9 +12,9 @@ from conftest import ROOT
 TINY = ROOT / "yamls" / "tiny-cpu.yaml"
 
 
-def run_main(*args, env=None):
+def run_main(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ from efficient_bert.algorithms import (BatchSizeWarmup, LayerDrop, LayerStacking
 from efficient_bert.calibrate import load_rst_factor
 from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, MetricsFile,
                                       NaNGuard, ReplicaCheck, TimeMarkerExport, TrainingBudget)
+from efficient_bert.callbacks.eval_history import EVAL_HISTORY_FILE
+from efficient_bert.callbacks.metrics_file import METRICS_FILE, RUN_FILE
+from efficient_bert.callbacks.resume import RestoreRNGMidEpoch
 from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.text_dataset import StreamingTextDataset
@@ -199,12 +202,15 @@ def build_components(registry: Registry, section: dict[str, Any], where: str, **
     return built
 
 
-def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed: int, device: str) -> DataSpec:
+def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed: int, device: str,
+                 evaluation: bool = False) -> DataSpec:
+    """A loader from its section; an evaluation loader masks each sample the same way on every pass."""
     ds = cfg.dataset
     return build_mlm_dataloader(
         tokenizer, device_batch_size, local=ds.local, remote=ds.remote, split=ds.split, shuffle=ds.shuffle,
         shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed, mlm_probability=ds.mlm_probability,
-        mask_seed=ds.mask_seed, max_seq_len=ds.max_seq_len, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
+        mask_seed=seed if ds.mask_seed is None else ds.mask_seed, vary_masks_by_epoch=not evaluation,
+        max_seq_len=ds.max_seq_len, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
         pin_memory=cfg.pin_memory and device == "gpu", prefetch_factor=cfg.prefetch_factor,
         persistent_workers=cfg.persistent_workers, timeout=cfg.timeout, predownload=ds.predownload,
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
@@ -287,7 +293,14 @@ class Run:
     datasets: tuple[StreamingTextDataset, ...] = ()
 
     def fit(self) -> None:
+        rng = getattr(self.trainer, "_rng_state", None)  # a loaded checkpoint's, until Composer uses it
+        if rng is not None and int(self.trainer.state.timestamp.batch_in_epoch) > 0:
+            self.trainer.state.callbacks.append(RestoreRNGMidEpoch(rng))
+            self.trainer._rng_state = None
         if self.eval_at_start and int(self.trainer.state.timestamp.batch) == 0:
+            for callback in self.trainer.state.callbacks:  # their refusals come before the evaluation writes
+                if hasattr(callback, "check_outputs"):
+                    callback.check_outputs()
             self.trainer.eval()
         self.trainer.fit()
 
@@ -318,8 +331,31 @@ def check_components(cfg: TrainConfig) -> None:
                 registry.check(name, options, where=f"{where}.{name}")
 
 
+def resumes(cfg: TrainConfig) -> bool:
+    """Whether the run continues from a checkpoint: ``load_path``, or ``autoresume`` with one to resume."""
+    if cfg.load_path is not None:
+        return True
+    local = cfg.save_folder is not None and "://" not in cfg.save_folder
+    return cfg.autoresume and (not local or any(Path(cfg.save_folder).glob("latest-rank*.pt")))
+
+
+def check_fresh_save_folder(cfg: TrainConfig) -> None:
+    """A fresh run refuses, before it writes anything, a local ``save_folder`` that holds an earlier run's
+    records or checkpoints (otherwise its first evaluation would already have replaced them)."""
+    if cfg.save_folder is None or "://" in cfg.save_folder or cfg.save_overwrite or resumes(cfg):
+        return
+    folder = Path(cfg.save_folder)
+    held = [name for name in (METRICS_FILE, RUN_FILE, EVAL_HISTORY_FILE) if (folder / name).exists()]
+    held += sorted(p.name for p in folder.glob("*.pt"))
+    if held:
+        raise FileExistsError(f"save_folder {folder} already holds a run ({', '.join(held[:4])}"
+                              f"{', ...' if len(held) > 4 else ''}): choose another save_folder, continue that run "
+                              "with autoresume=true, or replace it with save_overwrite=true")
+
+
 def build_trainer(cfg: TrainConfig) -> Run:
     check_components(cfg)
+    check_fresh_save_folder(cfg)
     budget, callbacks = build_budget_callbacks(cfg.budget, cfg.save_folder)  # first: later callbacks read it
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     precision = cfg.precision or ("amp_bf16" if device == "gpu" else "fp32")
@@ -367,7 +403,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     metrics_folder = (cfg.save_folder if local_save
                       else str(Path("runs") / cfg.run_name / time.strftime("%Y%m%d-%H%M%S")))
     loggers.append(MetricsFile(metrics_folder, cfg.save_overwrite))
-    history = EvalHistory(str(Path(cfg.save_folder) / "eval_history.json") if local_save else None)
+    history = EvalHistory(str(Path(cfg.save_folder) / EVAL_HISTORY_FILE) if local_save else None)
     callbacks += [history, NaNGuard()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
         callbacks.append(replica_check(cfg.save_folder))  # one all-gather at the end: replicas must agree
@@ -378,7 +414,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
     try:
         eval_loader = None
         if cfg.eval_loader is not None:
-            eval_loader = build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device)
+            eval_loader = build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device,
+                                       evaluation=True)
             datasets.append(eval_loader.dataloader.dataset)
         trainer = Trainer(
             run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,

@@ -33,7 +33,8 @@ class DatasetConfig:
     shuffle: bool = True
     shuffle_seed: Optional[int] = None  # defaults to the run's seed
     mlm_probability: float = 0.30
-    mask_seed: Optional[int] = None  # set: each sample's mask depends on (mask_seed, sample_id) only (evaluation)
+    mask_seed: Optional[int] = None  # masks hash (mask_seed, epoch, sample_id); default: the run's seed. An eval
+    # loader ignores the epoch: the same masks at every evaluation
     max_seq_len: int = 128
     predownload: Optional[int] = None
     cache_limit: Optional[str] = None

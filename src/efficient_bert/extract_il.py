@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    collator = MLMCollator(tokenizer, args.mlm_probability, generator=torch.Generator().manual_seed(args.seed))
+    collator = MLMCollator(tokenizer, args.mlm_probability, seed=args.seed, vary_by_epoch=False)
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collator, num_workers=0)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     meta = {"model": str(args.model), "data": str(args.data_local), "split": args.split,

@@ -33,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from efficient_bert.builders import build_trainer
     from efficient_bert.config import load_config
+    from efficient_bert.data.text_dataset import CorruptShardError, corrupt_shard_message
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -40,7 +41,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run.fit()
+    try:
+        run.fit()
+    except (CorruptShardError, FileExistsError) as exc:  # bad data, or outputs that a run would overwrite
+        message = corrupt_shard_message(exc) if isinstance(exc, CorruptShardError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        run.close()
+        return 2
     if dist.get_global_rank() == 0:
         print(f"[efficient-bert] {run.eval_history.summary()}")
         if run.trainer.saved_checkpoints:

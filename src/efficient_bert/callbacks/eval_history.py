@@ -13,12 +13,15 @@ from composer.utils import dist
 
 log = logging.getLogger(__name__)
 
+EVAL_HISTORY_FILE = "eval_history.json"
+
 
 class EvalHistory(Callback):
     """Records ``{batch, tokens, <evaluator>/<metric>: value}`` after each evaluation.
 
     With ``path`` set, rank 0 rewrites that JSON file after every evaluation, so the curve survives a
-    killed run.
+    killed run. The records are part of every checkpoint: a resumed run starts from the evaluations
+    made up to its checkpoint and drops those of the abandoned steps after it.
     """
 
     def __init__(self, path: Optional[str] = None):
@@ -31,9 +34,19 @@ class EvalHistory(Callback):
             for name, metric in metrics.items():
                 record[f"{label}/{name}"] = float(metric.compute())
         self.records.append(record)
+        self._write()
+
+    def _write(self) -> None:
         if self.path is not None and dist.get_global_rank() == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.records, indent=1) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": self.records}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.records = list(state.get("records", []))
+        self._write()
 
     def series(self, key: str) -> list[float]:
         return [r[key] for r in self.records if key in r]

@@ -44,6 +44,9 @@ class HFExport(Callback):
         self.exported: Path | None = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self.check_outputs()
+
+    def check_outputs(self) -> None:
         if self.folder.exists() and any(self.folder.iterdir()) and not self.overwrite:
             raise FileExistsError(f"HF export folder {self.folder} is not empty; choose another "
                                   "callbacks.hf_export.folder or set callbacks.hf_export.overwrite=true")

@@ -25,7 +25,10 @@ RUN_FILE = "run.json"  # the run's resolved configuration
 class MetricsFile(LoggerDestination):
     """Writes ``<folder>/metrics.jsonl`` (rank 0). A fresh run refuses a folder that already holds
     metrics unless ``overwrite``; a resumed run (starting past batch 0) appends. ``run.json`` gets
-    the hyper-parameters."""
+    the hyper-parameters.
+
+    Every checkpoint records how many rows the file held when it was saved, so a run resumed from it
+    first drops the rows of the steps it will redo: the file then reads as if the run never stopped."""
 
     def __init__(self, folder: str, overwrite: bool = False):
         self.folder = Path(folder)
@@ -34,6 +37,8 @@ class MetricsFile(LoggerDestination):
         self._state: Optional[State] = None
         self._row: dict[str, Any] = {}
         self._handle = None
+        self._rows_written = 0
+        self._rows_to_keep: Optional[int] = None  # from the checkpoint a resumed run loaded
 
     def init(self, state: State, logger: Logger) -> None:
         self._state = state
@@ -45,6 +50,10 @@ class MetricsFile(LoggerDestination):
             raise FileExistsError(f"{self.path} already holds a run's metrics; choose another save_folder or "
                                   "set save_overwrite=true")
         self.folder.mkdir(parents=True, exist_ok=True)
+        if resumed and self._rows_to_keep is not None and self.path.exists():
+            kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[: self._rows_to_keep]
+            self.path.write_text("".join(kept), encoding="utf-8")
+            self._rows_written = len(kept)
         self._handle = open(self.path, "a" if resumed else "w", encoding="utf-8")
 
     def log_hyperparameters(self, hyperparameters: dict[str, Any]) -> None:
@@ -73,7 +82,17 @@ class MetricsFile(LoggerDestination):
         if self._row:
             self._handle.write(json.dumps(self._row) + "\n")
             self._handle.flush()
+            self._rows_written += 1
         self._row = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        # called when a checkpoint is saved: the rows logged so far are the run up to that checkpoint
+        if dist.get_global_rank() == 0:
+            self._flush()
+        return {"rows": self._rows_written}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._rows_to_keep = int(state.get("rows", 0))
 
     def eval_end(self, state: State, logger: Logger) -> None:
         self._flush()  # an evaluation's metrics are a row of their own at that batch

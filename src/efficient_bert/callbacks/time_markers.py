@@ -36,6 +36,9 @@ class TimeMarkerExport(Callback):
         return self.folder / f"marker-{marker:g}"
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self.check_outputs()
+
+    def check_outputs(self) -> None:
         taken = [str(self.path(m)) for m in self.markers if m not in self.done and self.path(m).exists()]
         if taken:
             raise FileExistsError(f"time-marker exports already exist: {', '.join(taken)}; move them or choose "

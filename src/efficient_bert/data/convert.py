@@ -29,6 +29,8 @@ from efficient_bert.data.corpus import (BadInputError, BadInputStats, find_split
                                         iter_file_documents, iter_hf_documents)
 
 CONVERSION_INFO = "conversion.json"
+# written into index.json for every shard: the dataset checks a raw shard against it before reading it
+SHARD_HASHES = ["sha1"]
 
 
 @dataclass
@@ -156,7 +158,8 @@ def write_split(docs: Iterable[str], out_dir: Path, report: SplitReport, *, toke
     docs = _limit(docs, max_docs)
     bar = _progress(max_docs, report.split)
     if concat_tokens is None:
-        with MDSWriter(out=str(out_dir), columns={"text": "str"}, compression=compression, size_limit=size_limit) as writer:
+        with MDSWriter(out=str(out_dir), columns={"text": "str"}, compression=compression, size_limit=size_limit,
+                       hashes=SHARD_HASHES) as writer:
             for text in docs:
                 writer.write({"text": text})
                 report.documents += 1
@@ -165,7 +168,7 @@ def write_split(docs: Iterable[str], out_dir: Path, report: SplitReport, *, toke
     else:
         buffer: list[int] = []
         with MDSWriter(out=str(out_dir), columns={"tokens": "ndarray:int32"}, compression=compression,
-                       size_limit=size_limit) as writer:
+                       size_limit=size_limit, hashes=SHARD_HASHES) as writer:
             for ids_chunk in ordered_map(_tokenize_chunk, _chunks(docs, 256), num_workers,
                                          initializer=_init_tokenizer, initargs=(tokenizer,)):
                 for ids in ids_chunk:

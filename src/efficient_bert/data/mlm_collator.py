@@ -1,4 +1,4 @@
-"""Batching with dynamic MLM masking: a fresh mask every time a sample is seen."""
+"""Batching with dynamic MLM masking: a fresh mask for every sample in every epoch, drawn by counter."""
 
 from __future__ import annotations
 
@@ -14,6 +14,27 @@ def host_counts(attention_mask: torch.Tensor, labels: torch.Tensor) -> dict[str,
     return {"seq_lengths": attention_mask.sum(dim=1).tolist(), "masked_counts": (labels != -100).sum(dim=1).tolist()}
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on a uint64 array (arithmetic wraps): one well-mixed word per input word."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def counter_uniforms(seed: int, epochs: np.ndarray, sample_ids: np.ndarray, width: int, streams: int) -> np.ndarray:
+    """Uniforms in [0, 1) of shape (streams, rows, width): a hash of (seed, epoch, sample_id, position, stream)."""
+    with np.errstate(over="ignore"):
+        key = _mix((np.full(len(sample_ids), seed, dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
+        key = _mix(key ^ (epochs.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+        key = _mix(key ^ (sample_ids.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+        counter = np.arange(width * streams, dtype=np.uint64).reshape(streams, 1, width) + np.uint64(1)
+        bits = _mix(key[None, :, None] ^ counter * _GOLDEN)
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
 class MLMCollator:
     """Pad samples into a batch and mask them for masked-language modelling (Devlin et al. 2019).
 
@@ -27,22 +48,25 @@ class MLMCollator:
     reading the GPU (a host sync); Composer splits lists per microbatch like tensors. Code that keeps
     a subset of rows must subset these lists too.
 
-    Randomness comes from ``generator`` when given, else from torch's global RNG, which the
-    DataLoader seeds per worker from the run's seed. With ``mask_seed``, each sample's mask is
-    instead a function of ``(mask_seed, sample_id)`` alone: every pass over an evaluation set masks
-    it the same way, whatever the model, batch size, worker count or RNG state of the run.
+    Masks are drawn by counter, not from an RNG stream: every draw for a token is a hash of
+    ``(seed, epoch, sample_id, position)``. A sample's mask therefore depends on nothing else: not
+    the batch it lands in, the worker that loads it, the process's RNG state or a resumption from a
+    checkpoint. It changes from epoch to epoch (dynamic masking, Liu et al. 2019), taking the epoch
+    from each sample's ``epoch`` entry (:class:`StreamingTextDataset` sets it); with
+    ``vary_by_epoch=False`` a sample keeps one mask for good, as an evaluation set should. A sample
+    without a ``sample_id`` is keyed by its row in the batch.
     """
 
-    def __init__(self, tokenizer: Any, mlm_probability: float = 0.30, pad_to_multiple_of: int = 8,
-                 generator: Optional[torch.Generator] = None, mask_seed: Optional[int] = None):
+    def __init__(self, tokenizer: Any, mlm_probability: float = 0.30, pad_to_multiple_of: int = 8, seed: int = 0,
+                 vary_by_epoch: bool = True):
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
-        if mask_seed is not None and mask_seed < 0:
-            raise ValueError(f"mask_seed must be a non-negative integer, got {mask_seed}")
+        if seed < 0:
+            raise ValueError(f"the masking seed must be a non-negative integer, got {seed}")
         self.mlm_probability = mlm_probability
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.generator = generator
-        self.mask_seed = mask_seed
+        self.seed = int(seed)
+        self.vary_by_epoch = vary_by_epoch
         self.pad_id = int(tokenizer.pad_token_id)
         self.mask_id = int(tokenizer.mask_token_id)
         special = set(int(i) for i in tokenizer.all_special_ids)
@@ -59,39 +83,28 @@ class MLMCollator:
             batch[row, : len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
         return batch
 
-    def mask(self, input_ids: torch.Tensor, generator: Optional[torch.Generator] = None
+    def mask(self, input_ids: torch.Tensor, sample_ids: Sequence[int], epochs: Optional[Sequence[int]] = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (masked input_ids, labels) for an already padded batch (``generator``: this call's
-        RNG, else the collator's)."""
-        g = generator or self.generator
+        """Return (masked input_ids, labels) for an already padded batch whose rows are ``sample_ids``."""
+        rows, width = input_ids.shape
+        epochs = np.zeros(rows, dtype=np.int64) if epochs is None or not self.vary_by_epoch else np.asarray(epochs)
+        select, roll, pick = torch.from_numpy(counter_uniforms(self.seed, epochs, np.asarray(sample_ids), width, 3))
         maskable = ~torch.isin(input_ids, self.special_ids)  # pad is special too
-        selected = (torch.rand(input_ids.shape, generator=g) < self.mlm_probability) & maskable
+        selected = (select < self.mlm_probability) & maskable
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
-        roll = torch.rand(input_ids.shape, generator=g)
         to_mask = selected & (roll < 0.8)
         to_random = selected & (roll >= 0.8) & (roll < 0.9)
         masked = input_ids.clone()
         masked[to_mask] = self.mask_id
-        picks = torch.randint(len(self.regular_ids), (int(to_random.sum()),), generator=g)
+        picks = (pick[to_random] * len(self.regular_ids)).long()
         masked[to_random] = self.regular_ids[picks]
         return masked, labels
-
-    def mask_per_sample(self, input_ids: torch.Tensor, sample_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask each row with its own generator seeded from ``(mask_seed, sample_id)``."""
-        rows = [self.mask(input_ids[i : i + 1], torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.mask_seed, int(sid)]).generate_state(1, np.uint64)[0])))
-            for i, sid in enumerate(sample_ids)]
-        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         input_ids = self.pad([ex["input_ids"] for ex in examples])
         attention_mask = (input_ids != self.pad_id).long()
-        if self.mask_seed is None:
-            masked, labels = self.mask(input_ids)
-        else:
-            if "sample_id" not in examples[0]:
-                raise ValueError("mask_seed masks each sample by its sample_id, and these samples have none")
-            masked, labels = self.mask_per_sample(input_ids, [ex["sample_id"] for ex in examples])
+        sample_ids = [int(ex.get("sample_id", row)) for row, ex in enumerate(examples)]
+        masked, labels = self.mask(input_ids, sample_ids, [int(ex.get("epoch", 0)) for ex in examples])
         batch = {
             "input_ids": masked,
             "attention_mask": attention_mask,
@@ -100,5 +113,5 @@ class MLMCollator:
             **host_counts(attention_mask, labels),
         }
         if "sample_id" in examples[0]:
-            batch["sample_id"] = torch.tensor([int(ex["sample_id"]) for ex in examples], dtype=torch.long)
+            batch["sample_id"] = torch.tensor(sample_ids, dtype=torch.long)
         return batch

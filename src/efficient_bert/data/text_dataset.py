@@ -9,11 +9,27 @@ from typing import Any, Optional
 
 import numpy as np
 from streaming import StreamingDataset
+from streaming.base.dataset import _ShardState
+from streaming.base.hashing import get_hash
 from streaming.base.shared import SharedMemory
 
 from efficient_bert.registry import ConfigError
 
 TEXT_COLUMN, TOKENS_COLUMN = "text", "tokens"
+
+
+class CorruptShardError(RuntimeError):
+    """A shard (or a sample in it) cannot be read as written; the message names it and the fix.
+
+    Raised inside a DataLoader worker it reaches the trainer wrapped in the worker's traceback:
+    :func:`corrupt_shard_message` takes the message back out."""
+
+
+def corrupt_shard_message(exc: BaseException) -> str:
+    """The message a :class:`CorruptShardError` was raised with (also after a DataLoader worker re-raised it)."""
+    marker = f"{CorruptShardError.__name__}: "  # the worker's traceback names the class, maybe with its module
+    lines = [line for line in str(exc).splitlines() if marker in line]
+    return lines[-1].split(marker, 1)[1] if lines else str(exc)
 
 
 class StreamingTextDataset(StreamingDataset):
@@ -41,6 +57,7 @@ class StreamingTextDataset(StreamingDataset):
                               "or set `remote` to stream it from object storage")
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **kwargs)
         self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
         self.max_seq_len = max_seq_len
         columns = set(self.shards[0].column_names) if self.shards else set()
         if TOKENS_COLUMN in columns:
@@ -57,21 +74,86 @@ class StreamingTextDataset(StreamingDataset):
                              verbose=False)["input_ids"]
         return np.asarray(ids, dtype=np.int64)
 
+    def shard_error(self, shard_id: int, what: str) -> CorruptShardError:
+        shard = self.shards[shard_id]
+        files = ", ".join(info.basename for pair in shard.file_pairs for info in pair if info is not None)
+        return CorruptShardError(
+            f"{what}: shard {shard_id} ({files}) under {Path(shard.dirname, shard.split)} is corrupt or incomplete; "
+            "re-run convert_c4.py with --overwrite, or delete the local cache so it is downloaded again")
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Streaming's download/decompression of a shard; a failure is a :class:`CorruptShardError`.
+
+        Streaming leaves a shard whose preparation raised in its PREPARING state, where every reader
+        waiting for it waits forever, and its iterator then ends the epoch early without an error (a
+        run on a truncated ``.zstd`` hung). Here the shard's state is restored, so that the next reader
+        tries again and fails the same way, and the error is kept for :meth:`__iter__` to raise. The
+        background threads (``blocking=False``) only stop the iteration: raised there, the error
+        would be logged as a second traceback by the thread pool."""
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except Exception as exc:
+            remote = self.streams[self.stream_per_shard[shard_id]].remote
+            self._shard_states[shard_id] = _ShardState.REMOTE if remote else _ShardState.LOCAL
+            self._failure = self.shard_error(
+                shard_id, f"decompressing or downloading a shard failed ({type(exc).__name__}: {exc})")
+            self._failure.__cause__ = exc
+            if blocking:
+                raise self._failure from exc
+            self._event.set()  # streaming's signal to its threads and iterator to stop
+
+    def _resume_incr_epoch(self) -> tuple[int, int]:
+        self._epoch, sample_in_epoch = super()._resume_incr_epoch()  # the epoch a resumption continues too
+        return self._epoch, sample_in_epoch
+
+    def __iter__(self):
+        """Streaming's iteration; each sample also gets its ``epoch`` (the collator masks by it)."""
+        failure = getattr(self, "_failure", None)
+        if failure is not None:
+            raise failure
+        for sample in super().__iter__():
+            sample["epoch"] = self._epoch
+            yield sample
+        failure = getattr(self, "_failure", None)  # set by a background thread: the epoch was cut short
+        if failure is not None:
+            raise failure
+
+    def check_raw_shard(self, shard_id: int) -> None:
+        """Compare a raw shard file with the hash its index recorded, once per shard and process.
+
+        A raw (decompressed) copy is read as it is, whatever became of its ``.zstd``; only this check
+        tells an intact copy from a damaged one. Shards written without hashes are not checked."""
+        checked = self.__dict__.setdefault("_checked_shards", set())
+        if shard_id in checked:
+            return
+        shard = self.shards[shard_id]
+        raw_info, _ = shard.file_pairs[0]
+        expected = (raw_info.hashes or {}).get("sha1")
+        path = Path(shard.dirname, shard.split, raw_info.basename)
+        if expected and path.is_file():
+            found = get_hash("sha1", path.read_bytes())
+            if found != expected:
+                raise self.shard_error(shard_id, f"{raw_info.basename} does not match the sha1 its index.json "
+                                                 f"records ({found[:12]}... instead of {expected[:12]}...)")
+        if path.is_file():
+            checked.add(shard_id)
+
     def get_item(self, sample_id: int, retry: int = 7) -> dict[str, Any]:
+        shard_id, _ = self.spanner[sample_id]
+        self.check_raw_shard(shard_id)
         try:
             sample = super().get_item(sample_id, retry)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptShardError):
             raise
         except Exception as exc:  # decompression/decoding failures of a damaged shard
-            shard_id, _ = self.spanner[sample_id]
-            shard = self.shards[shard_id]
-            files = ", ".join(info.basename for pair in shard.file_pairs for info in pair if info is not None)
-            raise RuntimeError(
-                f"could not read sample {sample_id} from shard {shard_id} ({files}) under {Path(shard.dirname, shard.split)}: "
-                f"{type(exc).__name__}: {exc}. The shard is corrupt or incomplete: "
-                "re-run convert_c4.py with --overwrite, or delete the local cache so it is downloaded again") from exc
+            raise self.shard_error(shard_id, f"could not read sample {sample_id} ({type(exc).__name__}: {exc})") from exc
+        self.check_raw_shard(shard_id)  # just decompressed
         if self.column == TOKENS_COLUMN:
             ids = np.asarray(sample[TOKENS_COLUMN][: self.max_seq_len], dtype=np.int64)
+            if len(ids) and not (0 <= ids.min() and ids.max() < self.vocab_size):
+                raise self.shard_error(shard_id, f"sample {sample_id} holds token ids from {ids.min()} to {ids.max()}, "
+                                                 f"outside the tokenizer's vocabulary of {self.vocab_size} (or the "
+                                                 "shards were written with another tokenizer)")
         else:
             ids = self.tokenize(sample[TEXT_COLUMN])
         return {"input_ids": ids, "sample_id": int(sample_id)}
