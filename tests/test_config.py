@@ -123,3 +123,54 @@ def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(token
                          max_seq_len=64)
     assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lr=fast", "optimizer.lr: optimizer 'decoupled_adamw' takes float, got 'fast'"),
+    ("optimizer.betas=[0.9,x]", "optimizer.betas: optimizer 'decoupled_adamw' takes Sequence[float], got [0.9, 'x']"),
+    ("model.hidden_size=big", "model.hidden_size: model 'hf_bert' takes int, got 'big'"),
+    ("model.hidden_dropout_prob=true", "model.hidden_dropout_prob: model 'hf_bert' takes float, got True"),
+    ("scheduler.t_warmup=soon", "scheduler.t_warmup: scheduler 'linear_decay_with_warmup' takes a Composer time "
+                                "string (0.06dur, 500ba, 2ep, ...), got 'soon'"),
+    ("max_duration=abc", "invalid value for max_duration: 'abc' is not a Composer time string (a number and a unit: "
+                         "1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)"),
+    ("global_train_batch_size=abc", "invalid value for global_train_batch_size: Value 'abc' of type 'str' could not "
+                                    "be converted to Integer"),
+])
+def test_wrong_value_types_are_one_line_errors_naming_the_key(override, message):
+    from conftest import ROOT
+
+    from efficient_bert.builders import check_components
+
+    with pytest.raises(ConfigError) as caught:
+        check_components(load_config(ROOT / "yamls" / "tiny-cpu.yaml", [override]))
+    assert str(caught.value).endswith(message) and "\n" not in str(caught.value)
+
+
+def test_every_shipped_yaml_passes_the_checks():
+    from conftest import ROOT
+
+    from efficient_bert.builders import check_components
+
+    pretrain = ROOT / "yamls" / "pretrain"
+    for path in [*sorted((ROOT / "yamls").glob("*.yaml")), *sorted(pretrain.glob("mosaic-*.yaml"))]:
+        check_components(load_config(path))
+    # the files that add to a run: each method, and the HF peer of the budget recipe
+    for layer in [*sorted((ROOT / "yamls" / "methods").glob("*.yaml")), pretrain / "hf-bert-budget.yaml"]:
+        check_components(load_config([pretrain / "mosaic-bert-budget.yaml", layer], ["variables.il_losses=il.npz"]))
+
+
+def test_no_method_yaml_forces_a_precision_and_a_missing_one_is_a_one_line_error():
+    from conftest import ROOT
+
+    from efficient_bert.builders import check_precision
+
+    for method in (ROOT / "yamls" / "methods").glob("*.yaml"):  # each must add to a CPU run as well
+        cfg = load_config([ROOT / "yamls" / "tiny-cpu.yaml", method], ["variables.il_losses=il.npz"])
+        assert cfg.precision == "fp32", method.name
+    assert check_precision(None, "cpu") == "fp32" and check_precision(None, "gpu") == "amp_bf16"
+    with pytest.raises(ConfigError, match="^precision amp_bf16 needs a GPU and this run is on the CPU: set "
+                                          "precision=fp32, or leave precision unset"):
+        check_precision("amp_bf16", "cpu")
+    with pytest.raises(ConfigError, match="precision 'bf16' is not one of fp32, .*did you mean 'amp_bf16'"):
+        check_precision("bf16", "gpu")

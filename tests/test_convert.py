@@ -95,6 +95,28 @@ def test_corrupt_gzip_is_reported_with_file_and_line(tmp_path):
     assert 0 < report.documents < 60 and report.skipped_bad == 1
 
 
+def test_an_empty_corpus_is_refused_and_leaves_no_split(tmp_path, tokenizer_dir):
+    (tmp_path / "c4-train.00000.json").write_text("")
+    with pytest.raises(BadInputError, match=r"^split 'train' has no rows: 0 documents in .*c4-train.00000.json; "
+                                            r"check the files, --text_key or --splits$"):
+        convert(["train"], str(tmp_path / "out"), in_root=str(tmp_path))
+    assert not (tmp_path / "out" / "train").exists()
+    (tmp_path / "c4-train.00000.json").write_text('{"text": "a few words"}\n')
+    with pytest.raises(BadInputError, match=r"has no rows: 1 documents \(fewer than the 64 tokens of one row\)"):
+        convert(["train"], str(tmp_path / "out"), in_root=str(tmp_path), tokenizer=str(tokenizer_dir), concat_tokens=64)
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
+    # 200 good lines first: the text reader decodes blocks ahead, the message must name the bad line itself
+    lines = [json.dumps({"text": f"line {i}"}).encode() for i in range(200)] + ['{"text": "caf\xe9"}'.encode("latin-1")]
+    (tmp_path / "c4-train.00000.json").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(BadInputError, match=r"c4-train.00000.json: line 201 is not UTF-8 \(byte 0xe9 at column 14\); "
+                                            r"convert the file to UTF-8 first, e.g. `iconv -f latin1 -t utf-8"):
+        convert(["train"], str(tmp_path / "out"), in_root=str(tmp_path))
+    (report,) = convert(["train"], str(tmp_path / "out"), in_root=str(tmp_path), skip_bad=True, overwrite=True)
+    assert (report.documents, report.skipped_bad) == (200, 1)
+
+
 def test_cli_with_workers_matches_single_process(tmp_path, tokenizer_dir, token_mds):
     cmd = [sys.executable, str(ROOT / "convert_c4.py"), "--in_root", str(SAMPLE), "--out_root", str(tmp_path / "o"),
            "--splits", "validation", "--tokenizer", str(tokenizer_dir), "--concat_tokens", "64", "--num_workers", "2"]

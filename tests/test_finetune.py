@@ -219,6 +219,26 @@ def test_config_errors_and_plan(tmp_path):
     assert jobs[2].recipe.lr == 2.0e-5 and jobs[2].recipe.epochs == 3 and jobs[0].recipe.batch_size == 48
 
 
+def test_a_failed_run_never_blocks_its_own_rerun(tmp_path):
+    from efficient_bert.eval.suite import check_inputs
+
+    root = Path(__file__).resolve().parents[1]
+    checkpoint = tmp_path / "ep0-ba30-rank0.pt"
+    checkpoint.write_bytes(b"")
+    args = [f"checkpoint={checkpoint}", f"results_dir={tmp_path / 'out'}", "variables.run_dir=unused"]
+    cfg = load_finetune_config([root / "yamls" / "finetune" / "demo.yaml"], args)
+    with pytest.raises(ConfigError, match=r"ep0-ba30-rank0.pt is a Composer checkpoint, which carries no tokenizer: "
+                                          r"set tokenizer=<the tokenizer folder"):
+        check_inputs(cfg, plan(cfg))  # before any job starts and writes into results_dir
+    # what a run that failed in its jobs leaves behind: logs and a summary of errors, no result.json
+    for job in plan(cfg):
+        Path(job.out_dir).mkdir(parents=True)
+        (Path(job.out_dir) / "log.txt").write_text("TaskDataError: ...\n")
+    (tmp_path / "out" / "results.json").write_text('{"tasks": {}}')
+    fixed = load_finetune_config([root / "yamls" / "finetune" / "demo.yaml"], [*args, "tokenizer=tok"])
+    check_inputs(fixed, plan(fixed))  # the corrected rerun may go ahead
+
+
 # --- fine-tuning on real text -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def random_init_checkpoint(tmp_path_factory, tokenizer):
@@ -291,7 +311,7 @@ progress_bar: false
     if parallel:
         assert (results / "stsb" / "seed-3" / "log.txt").is_file()
     # a second run refuses to replace the results; resume keeps them and reruns nothing
-    with pytest.raises(ConfigError, match="results_dir .* is not empty"):
+    with pytest.raises(ConfigError, match=r"results_dir .* holds 4 finished job\(s\) \(sst2 seed 3, ...\); set resume"):
         run_suite(load_finetune_config([yaml]))
     before = (results / "sst2" / "seed-3" / "result.json").stat().st_mtime_ns
     assert run_suite(load_finetune_config([yaml], ["resume=true"]))["averages"] == summary["averages"]

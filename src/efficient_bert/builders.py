@@ -353,12 +353,27 @@ def check_fresh_save_folder(cfg: TrainConfig) -> None:
                               "with autoresume=true, or replace it with save_overwrite=true")
 
 
+def check_precision(precision: Optional[str], device: str) -> str:
+    """The run's precision: the given one if the device runs it, else a one-line error naming the fix."""
+    from composer.core import Precision
+
+    if precision is None:
+        return "amp_bf16" if device == "gpu" else "fp32"
+    names = [p.value for p in Precision]
+    if precision not in names:
+        raise ConfigError(f"precision '{precision}' is not one of {', '.join(names)}{nearest(precision, names)}")
+    if device == "cpu" and precision != "fp32":
+        raise ConfigError(f"precision {precision} needs a GPU and this run is on the CPU: set precision=fp32, or "
+                          "leave precision unset (amp_bf16 on GPUs, fp32 on the CPU)")
+    return precision
+
+
 def build_trainer(cfg: TrainConfig) -> Run:
     check_components(cfg)
     check_fresh_save_folder(cfg)
     budget, callbacks = build_budget_callbacks(cfg.budget, cfg.save_folder)  # first: later callbacks read it
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
-    precision = cfg.precision or ("amp_bf16" if device == "gpu" else "fp32")
+    precision = check_precision(cfg.precision, device)
     # The process group exists before the streaming datasets are built: otherwise each dataset opens
     # and closes a group of its own, which hung the second one with NCCL on a 2-GPU host.
     device_obj = DeviceGPU() if device == "gpu" else DeviceCPU()

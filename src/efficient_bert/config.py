@@ -206,10 +206,31 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise ConfigError(f"{source}: required keys are not set: {', '.join(missing)}")
-        return OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{source}: invalid value{' for ' + key if key else ''}: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+        message = str(exc.msg if hasattr(exc, "msg") else exc).splitlines()[0]  # omegaconf appends its own context
+        raise ConfigError(f"{source}: invalid value{' for ' + key if key else ''}: {message}") from exc
+    check_time_strings(cfg, source)
+    return cfg
+
+
+# TrainConfig fields that Composer reads as time strings
+TIME_KEYS = ("max_duration", "eval_interval", "save_interval", "console_log_interval")
+
+
+def check_time_strings(cfg: Any, source: str) -> None:
+    from composer.core import Time
+
+    for key in TIME_KEYS:
+        value = getattr(cfg, key, None)
+        if value is None:
+            continue
+        try:
+            Time.from_timestring(str(value))
+        except ValueError:
+            raise ConfigError(f"{source}: invalid value for {key}: {value!r} is not a Composer time string "
+                              "(a number and a unit: 1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)") from None
 
 
 def to_container(cfg: TrainConfig) -> dict[str, Any]:

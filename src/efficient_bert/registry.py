@@ -7,10 +7,12 @@ Unknown names and unknown keys are errors that point at the nearest valid spelli
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import inspect
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 
 class ConfigError(ValueError):
@@ -23,11 +25,82 @@ def nearest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def fits(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value fits a parameter's annotation. Types this cannot judge (classes of
+    objects, strings naming a type) pass: the component's own checks see them."""
+    if annotation is Any or annotation is inspect.Parameter.empty or isinstance(annotation, (str, typing.TypeVar)):
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        if isinstance(value, str) and any(_is_time_type(a) for a in args):
+            return _is_time_string(value)  # Composer's Union[str, Time]: the string is a time string
+        return any(fits(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        return all(fits(v, inner[0]) for v in value) if len(inner) == 1 or (origin is not tuple and inner) else True
+    if origin in (dict, collections.abc.Mapping) or annotation in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    cls = origin or annotation
+    if inspect.isclass(cls):
+        if _is_time_type(cls):  # a YAML value gives a Time as its string: 0.06dur, 500ba
+            return isinstance(value, str) and _is_time_string(value)
+        return isinstance(value, cls)  # an object: no YAML value is one
+    return True
+
+
+def _is_time_type(annotation: Any) -> bool:
+    from composer.core import Time
+
+    cls = typing.get_origin(annotation) or annotation
+    return inspect.isclass(cls) and issubclass(cls, Time)
+
+
+def _is_time_string(text: str) -> bool:
+    from composer.core import Time
+
+    try:
+        Time.from_timestring(text)
+    except ValueError:
+        return False
+    return True
+
+
+def describe(annotation: Any) -> str:
+    if _is_time_type(annotation) or any(_is_time_type(a) for a in typing.get_args(annotation)):
+        return "a Composer time string (0.06dur, 500ba, 2ep, ...)"
+    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def parameter_types(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The factory's resolved annotations (``from __future__`` strings included); empty if they cannot be resolved."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # an annotation naming something its module does not import at run time
+        return {}
+
+
 @dataclass(frozen=True)
 class Entry:
     factory: Callable[..., Any]
     # Keys accepted besides the factory's named parameters (for factories taking **kwargs).
     extra_keys: Optional[frozenset[str]] = None
+    # The types of those keys where known (from a config class's defaults).
+    extra_types: Optional[Mapping[str, type]] = None
 
 
 class Registry:
@@ -43,13 +116,19 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, factory: Callable[..., Any] | None = None, *,
-                 extra_keys: Iterable[str] | None = None):
-        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is omitted."""
+                 extra_keys: Iterable[str] | Mapping[str, Any] | None = None):
+        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is omitted.
+
+        ``extra_keys`` may map each key to its default value (a config class's ``to_dict()``): a
+        YAML value for a key whose default is a bool, int, float or str must then be one too."""
 
         def add(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
-            self._entries[name] = Entry(fn, frozenset(extra_keys) if extra_keys is not None else None)
+            types = None
+            if isinstance(extra_keys, Mapping):
+                types = {k: type(v) for k, v in extra_keys.items() if type(v) in (bool, int, float, str)}
+            self._entries[name] = Entry(fn, frozenset(extra_keys) if extra_keys is not None else None, types)
             return fn
 
         return add(factory) if factory is not None else add
@@ -86,6 +165,12 @@ class Registry:
                 raise ConfigError(
                     f"{where or self.kind}: {self.kind} '{name}' has no option '{key}'"
                     f"{nearest(key, accepted)}; valid options: {', '.join(sorted(accepted)) or '(none)'}")
+        entry = self.entry(name)
+        types = {**(entry.extra_types or {}), **parameter_types(entry.factory)}
+        for key, value in (kwargs or {}).items():
+            if key in types and not fits(value, types[key]):
+                raise ConfigError(f"{where or self.kind}.{key}: {self.kind} '{name}' takes {describe(types[key])}, "
+                                  f"got {value!r}")
 
     def build(self, name: str, kwargs: Mapping[str, Any] | None = None, *, where: str = "",
               **context: Any) -> Any:

@@ -42,10 +42,12 @@ class EvalHistory(Callback):
             self.path.write_text(json.dumps(self.records, indent=1) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": self.records}
+        # one string: sharded (FSDP) checkpoints would flatten a list of dicts, and a resumed run's
+        # empty list would then not match the saved one
+        return {"records": json.dumps(self.records)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.records = list(state.get("records", []))
+        self.records = json.loads(state.get("records", "[]"))
         self._write()
 
     def series(self, key: str) -> list[float]:

@@ -247,6 +247,11 @@ def convert(splits: Sequence[str], out_root: str, *, in_root: Optional[str] = No
             docs = _part(docs, holdout_fraction, holdout)
         write_split(docs, target, report, tokenizer=tokenizer, concat_tokens=concat_tokens, max_docs=max_docs,
                     num_workers=num_workers, compression=compression, size_limit=size_limit)
+        if report.rows == 0:  # nothing to train on: fail here, not at the first step of a run
+            shutil.rmtree(target)
+            short = f" (fewer than the {concat_tokens} tokens of one row)" if concat_tokens and report.documents else ""
+            raise BadInputError(f"split '{split}' has no rows: {report.documents} documents{short} in "
+                                f"{', '.join(report.sources) or in_root}; check the files, --text_key or --splits")
         info = {**asdict(report), "tokenizer": tokenizer, "concat_tokens": concat_tokens, "text_key": text_key,
                 "holdout_fraction": holdout_fraction if holdout is not None else None}
         (target / CONVERSION_INFO).write_text(json.dumps(info, indent=2) + "\n")

@@ -71,30 +71,41 @@ def find_split_files(in_root: Path, split: str) -> list[Path]:
     return found
 
 
-def _open_text(path: Path, suffix: str) -> io.TextIOBase:
+def _open_binary(path: Path, suffix: str) -> io.BufferedIOBase:
     if suffix.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+        return gzip.open(path, "rb")
     if suffix.endswith(".zst"):
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True),
-                                encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    return open(path, "rb")
+
+
+def _not_utf8(path: Path, lineno: int, exc: UnicodeDecodeError) -> str:
+    return (f"{path}: line {lineno} is not UTF-8 (byte {exc.object[exc.start]:#04x} at column {exc.start + 1}); "
+            "convert the file to UTF-8 first, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` for Latin-1 text, "
+            "or pass --skip_bad to skip such lines")
 
 
 def _corrupt_errors() -> tuple[type[BaseException], ...]:
     import zstandard
 
-    return (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError, UnicodeDecodeError)
+    return (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
 
 
 def _numbered_lines(path: Path, suffix: str, stats: Optional[BadInputStats]) -> Iterator[tuple[int, str]]:
-    """(line number, line) pairs; a corrupt stream ends the file with an error or a counted skip."""
+    """(line number, line) pairs, each line decoded on its own so that an error names its line; a
+    corrupt stream ends the file with an error or a counted skip."""
     lineno = 0
     try:
-        with _open_text(path, suffix) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                yield lineno, line
+        with _open_binary(path, suffix) as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    if stats is None:
+                        raise BadInputError(_not_utf8(path, lineno, exc)) from exc
+                    stats.add(_not_utf8(path, lineno, exc))
     except _corrupt_errors() as exc:
         reason = (f"{path}: corrupt or truncated data after line {lineno} ({type(exc).__name__}: {exc}); "
                   "re-download the file, or pass --skip_bad to keep what was read before the damage")

@@ -144,10 +144,15 @@ def check_inputs(cfg: FinetuneConfig, jobs: list[FinetuneJob]) -> None:
             source.locate(TASKS[name], split)
     if not Path(cfg.checkpoint).exists():
         raise ConfigError(f"checkpoint not found: {cfg.checkpoint} (an HF export folder or a Composer .pt)")
-    results = Path(cfg.results_dir)
-    if results.exists() and any(results.iterdir()) and not (cfg.resume or cfg.overwrite):
-        raise ConfigError(f"results_dir {results} is not empty; set resume=true to keep its finished jobs, "
-                          "overwrite=true to redo them, or choose another results_dir")
+    if Path(cfg.checkpoint).is_file() and cfg.tokenizer is None:
+        raise ConfigError(f"checkpoint {cfg.checkpoint} is a Composer checkpoint, which carries no tokenizer: set "
+                          "tokenizer=<the tokenizer folder used in pretraining>")
+    # only finished results are protected: the leftovers of failed jobs never block their own rerun
+    kept = [j for j in jobs if finished(j) is not None]
+    if kept and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"results_dir {cfg.results_dir} holds {len(kept)} finished job(s) ({kept[0].task} seed "
+                          f"{kept[0].seed}, ...); set resume=true to keep them, overwrite=true to redo them, or "
+                          "choose another results_dir")
 
 
 def model_dir(job: FinetuneJob) -> str:

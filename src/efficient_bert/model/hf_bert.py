@@ -15,7 +15,9 @@ BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, 
                  max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 
-CONFIG_KEYS = frozenset(BertConfig().to_dict()) - {"transformers_version", "model_type", "architectures"}
+# every config key a YAML may set, with its default (the registry checks a value's type against it)
+CONFIG_KEYS = {k: v for k, v in BertConfig().to_dict().items()
+               if k not in ("transformers_version", "model_type", "architectures")}
 
 
 def hf_bert_config(vocab_size: int, pad_token_id: int, **overrides: Any) -> BertConfig:

@@ -27,7 +27,9 @@ SIZES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
 }
-CONFIG_KEYS = frozenset(MosaicBertConfig().to_dict()) - {"transformers_version", "model_type", "architectures"}
+# every config key a YAML may set, with its default (the registry checks a value's type against it)
+CONFIG_KEYS = {k: v for k, v in MosaicBertConfig().to_dict().items()
+               if k not in ("transformers_version", "model_type", "architectures")}
 
 
 def build_mosaic_bert(tokenizer: Any, max_seq_len: int = 128, size: str = "base", compile: bool = False,
