@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = "quality_result.json"
 
@@ -86,7 +88,7 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
 
 def read_result(folder: Path, name: str, command: str, returncode: int) -> Result:
     result = Result(name, command, returncode)
-    history = folder / "eval_history.json"
+    history = folder / EVAL_HISTORY_FILE
     if history.is_file():
         records = json.loads(history.read_text())
         result.evaluations = len(records)
@@ -95,13 +97,14 @@ def read_result(folder: Path, name: str, command: str, returncode: int) -> Resul
             result.eval_loss = last.get("eval/LanguageCrossEntropy")
             result.masked_accuracy = last.get("eval/MaskedAccuracy")
             result.unigram_floor = last.get("eval/UnigramEntropy")
-    metrics = folder / "metrics.jsonl"
+    metrics = folder / METRICS_FILE
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
             if "batch" in row:
                 result.steps = max(result.steps or 0, row["batch"])
-                result.tokens = max(result.tokens or 0, row["tokens"])
+            if "trained/tokens" in row:  # the tokens trained on (a selection method draws more)
+                result.tokens = max(result.tokens or 0, int(row["trained/tokens"]))
             if "budget/wall_hours" in row:
                 result.train_seconds = row["budget/wall_hours"] * 3600
                 result.compile_seconds = row.get("budget/compile_seconds")

@@ -146,6 +146,7 @@ def build(tmp_path, tokenizer_dir, data, *overrides, methods=()):
 @pytest.mark.slow
 def test_selective_backprop_in_the_trainer_batch_size_budget_and_workers(tmp_path, tokenizer_dir, token_mds):
     from efficient_bert.callbacks import TrainingBudget
+    from efficient_bert.callbacks.trained_counts import TrainedCounts
 
     runs = []
     for count, workers in ((False, 2), (True, 2)):
@@ -156,6 +157,9 @@ def test_selective_backprop_in_the_trainer_batch_size_budget_and_workers(tmp_pat
         run.fit()
         budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
         assert rows.sizes == [8] * 6 and rows.consistent
+        # Composer counts the pools drawn; the trained counts are the selected rows
+        counts = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainedCounts))
+        assert int(run.trainer.state.timestamp.sample) == 6 * 16 and (counts.samples, counts.tokens) == (6 * 8, 6 * 8 * 64)
         # the scoring forwards are taken off the budget only when they do not count
         assert (budget.excluded_seconds > 0) == (not count) and budget.excluded_seconds < budget.wall_seconds
         runs.append(rows.ids)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 from composer.core import Callback, Event
@@ -177,13 +178,16 @@ def test_budget_config_errors_name_the_fix(tmp_path, tokenizer_dir):
         build_budget_callbacks(BudgetConfig(hours=1.0, clock="rst", calibration=str(tmp_path / "x.json")), None)
 
 
-def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path):
+def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path, capsys):
     from efficient_bert.calibrate import REFERENCE_SECONDS, load_rst_factor, main
 
     out = tmp_path / "rst.json"
     assert main(["--size", "tiny", "--steps", "1", "--out", str(out)]) == 0
+    assert "calibrating (tiny workload on cpu)" in capsys.readouterr().err  # progress while it measures
     result = json.loads(out.read_text())
     assert result["rst_factor"] == pytest.approx(REFERENCE_SECONDS["tiny"] / result["seconds_per_step"])
     assert load_rst_factor(out) == result["rst_factor"]
-    with pytest.raises(SystemExit, match="exists"):  # never overwritten
-        main(["--size", "tiny", "--steps", "1", "--out", str(out)])
+    start = time.monotonic()
+    with pytest.raises(SystemExit, match="exists"):  # never overwritten, and refused before measuring
+        main(["--size", "tiny", "--steps", "100", "--out", str(out)])
+    assert time.monotonic() - start < 1

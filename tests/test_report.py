@@ -96,3 +96,4 @@ def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_d
     # every evaluation also records the eval set's unigram floor: the same rows each time, so the same value
     floors = {r["metrics/eval/UnigramEntropy"] for r in evals}
     assert len(floors) == 1 and record.unigram_floor == floors.pop()
+    assert record.trained_tokens == 8 * 16 * 64  # every drawn row was trained (no selection method)

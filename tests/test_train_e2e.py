@@ -57,8 +57,14 @@ def test_mosaic_bert_pretrains_and_its_checkpoint_loads_for_fine_tuning(tmp_path
 
     out = tmp_path / "run"
     done = run_main(TINY, "model.name=mosaic_bert", f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}",
-                    f"save_folder={out}", "loggers.wandb=null")
+                    f"save_folder={out}", "loggers.wandb=null", "log_to_console=true", "console_log_interval=10ba")
     assert done.returncode == 0, done.stderr[-3000:]
+    # the console: one line per interval and per evaluation, not Composer's multi-line dump
+    lines = done.stdout.splitlines()
+    assert [line.split("]")[0] for line in lines if line.startswith("[batch")] == ["[batch 10/30", "[batch 20/30",
+                                                                                    "[batch 30/30"]
+    assert sum(line.startswith("[eval @ batch") for line in lines) == 3 and "unigram floor" in lines[0]
+    assert not any("Train metrics/" in line or "Eval metrics/" in line for line in lines)
     losses = [r["eval/LanguageCrossEntropy"] for r in json.loads((out / "eval_history.json").read_text())]
     assert losses[-1] < losses[0] - 1.0
 
@@ -77,3 +83,12 @@ def test_mosaic_bert_pretrains_and_its_checkpoint_loads_for_fine_tuning(tmp_path
         assert torch.equal(weight, exported.bert.state_dict()[name]), name
     out_cls = classifier(ids, mask, labels=torch.tensor([0, 2]))
     assert out_cls.logits.shape == (2, 3) and torch.isfinite(out_cls.loss)
+
+
+@pytest.mark.parametrize("command", ["finetune", "report", "extract-il", "train-tokenizer", "convert", "train"])
+def test_help_answers_without_importing_torch(command):
+    probe = ("import sys\nfrom efficient_bert.cli import main\ntry:\n    main([sys.argv[1], '--help'])\n"
+             "except SystemExit:\n    pass\nprint('torch loaded' if 'torch' in sys.modules else 'light')")
+    done = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "light" and "usage: " in done.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,9 @@ from efficient_bert.algorithms import (BatchSizeWarmup, LayerDrop, LayerStacking
 from efficient_bert.calibrate import load_rst_factor
 from efficient_bert.callbacks import (BudgetEarlyStop, BudgetEvalInterval, EvalHistory, HFExport, MetricsFile,
                                       NaNGuard, ReplicaCheck, TimeMarkerExport, TrainingBudget)
-from efficient_bert.callbacks.eval_history import EVAL_HISTORY_FILE
-from efficient_bert.callbacks.metrics_file import METRICS_FILE, RUN_FILE
+from efficient_bert.callbacks.console import ConsoleLog
 from efficient_bert.callbacks.resume import RestoreRNGMidEpoch
+from efficient_bert.callbacks.trained_counts import TrainedCounts
 from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.text_dataset import StreamingTextDataset
@@ -41,6 +42,7 @@ from efficient_bert.model.mosaic_bert import CONFIG_KEYS as MOSAIC_BERT_KEYS
 from efficient_bert.model.mosaic_bert import build_mosaic_bert
 from efficient_bert.optim import BudgetSchedule, Lamb, Lion, SophiaG, decoupled_adamw, param_groups
 from efficient_bert.registry import ConfigError, Registry, nearest
+from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE, RUN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -410,18 +412,21 @@ def build_trainer(cfg: TrainConfig) -> Run:
     # the monitors whose figures every report needs run unless the YAML names them (null switches one off)
     defaults = {"speed_monitor": {}, "lr_monitor": {}, **({"memory_monitor": {}} if device == "gpu" else {})}
     sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
-    callbacks += build_components(CALLBACKS, sections, "callbacks", save_folder=cfg.save_folder)
-    loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
     local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
     # always on: the local record that `efficient-bert report` reads; without a local save_folder, a
-    # new folder per run, so that running a YAML again keeps the earlier record
+    # new folder per run, so that running a YAML again keeps the earlier record (the HF export and the
+    # replica check write there too)
     metrics_folder = (cfg.save_folder if local_save
                       else str(Path("runs") / cfg.run_name / time.strftime("%Y%m%d-%H%M%S")))
+    callbacks += build_components(CALLBACKS, sections, "callbacks", save_folder=metrics_folder)
+    loggers = build_components(LOGGERS, cfg.loggers, "loggers", run_name=cfg.run_name)
     loggers.append(MetricsFile(metrics_folder, cfg.save_overwrite))
+    if cfg.log_to_console:  # ours instead of Composer's multi-line dump
+        loggers.append(ConsoleLog(cfg.console_log_interval))
     history = EvalHistory(str(Path(cfg.save_folder) / EVAL_HISTORY_FILE) if local_save else None)
-    callbacks += [history, NaNGuard()]
+    callbacks += [history, NaNGuard(), TrainedCounts()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
-        callbacks.append(replica_check(cfg.save_folder))  # one all-gather at the end: replicas must agree
+        callbacks.append(replica_check(metrics_folder))  # one all-gather at the end: replicas must agree
 
     # the loaders last: a config error anywhere above leaves no dataset (and its shared memory) behind
     train_loader = build_loader(cfg.train_loader, tokenizer, loader_batch, cfg.seed, device)
@@ -439,8 +444,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
             eval_subset_num_batches=cfg.eval_subset_num_batches, device=device_obj, precision=precision,
             parallelism_config=parallelism,
             device_train_microbatch_size=cfg.device_train_microbatch_size or device_batch, seed=cfg.seed,
-            algorithms=algorithms, callbacks=callbacks, loggers=loggers, progress_bar=cfg.progress_bar,
-            log_to_console=cfg.log_to_console, console_log_interval=cfg.console_log_interval,
+            algorithms=algorithms, callbacks=callbacks, loggers=loggers,
+            progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar, log_to_console=False,
             save_folder=cfg.save_folder, save_interval=cfg.save_interval,
             save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
             load_path=cfg.load_path, autoresume=cfg.autoresume, dist_timeout=cfg.dist_timeout,

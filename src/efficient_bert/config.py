@@ -101,9 +101,9 @@ class TrainConfig:
     precision: Optional[str] = None  # fp32 | amp_fp16 | amp_bf16 | ...; default: amp_bf16 on GPU, fp32 on CPU
     device: Optional[str] = None  # cpu | gpu; default: gpu when one is visible
 
-    progress_bar: bool = True
-    log_to_console: bool = True
-    console_log_interval: str = "1ba"
+    progress_bar: Optional[bool] = None  # default: when stdout is a terminal
+    log_to_console: bool = True  # one line per console_log_interval and per evaluation
+    console_log_interval: str = "100ba"
 
     save_folder: Optional[str] = None  # Composer checkpoints (local path or object-store URI)
     save_interval: str = "1ep"

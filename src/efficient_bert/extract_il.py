@@ -1,6 +1,6 @@
 """``efficient-bert extract-il``: the irreducible-loss model's MLM loss on every training sample.
 
-    efficient-bert extract-il --model runs/il/checkpoints/latest-rank0.pt --tokenizer runs/tok \
+    efficient-bert extract-il --model runs/il/checkpoints/latest-rank0.pt --tokenizer runs/tok \\
         --data_local runs/mds --split train --out runs/il_losses.npz
 
 The model is an HF export folder or a Composer checkpoint (ours or HF BERT). Samples are read in

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from efficient_bert.callbacks.metrics_file import METRICS_FILE, RUN_FILE
+from efficient_bert.run_files import METRICS_FILE, RUN_FILE
 
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
 UNIGRAM_FLOOR = "metrics/eval/UnigramEntropy"  # the loss of a model that knows only token frequencies
@@ -31,7 +31,8 @@ class RunRecord:
     name: str
     folder: str
     eval_points: list[tuple[float, int, float]] = field(default_factory=list)  # (wall hours, tokens, eval loss)
-    tokens: int = 0
+    tokens: int = 0  # drawn by the dataloader (Composer's count)
+    trained_tokens: Optional[int] = None  # reached the training forward (fewer with selection methods)
     batches: int = 0
     wall_hours: float = 0.0
     rst_hours: Optional[float] = None
@@ -63,6 +64,8 @@ def read_run(folder: str | Path, metric: str = EVAL_LOSS) -> RunRecord:
             raise ReportError(f"{path}:{line_number} is not JSON (a run killed mid-write leaves a partial last "
                               "line: delete it)") from None
         record.tokens = max(record.tokens, row["tokens"])
+        if "trained/tokens" in row:
+            record.trained_tokens = max(record.trained_tokens or 0, int(row["trained/tokens"]))
         record.batches = max(record.batches, row["batch"])
         # the budget's clock leaves evaluation and checkpoints out; without a budget, Composer's train clock
         if "budget/wall_hours" in row:
@@ -90,7 +93,7 @@ def table(runs: Sequence[RunRecord], baseline: RunRecord) -> list[dict[str, obje
     for run in runs:
         rows.append({
             "run": run.name, "final_eval_loss": run.final_eval_loss, "unigram_floor": run.unigram_floor,
-            "tokens": run.tokens, "batches": run.batches,
+            "tokens": run.tokens, "trained_tokens": run.trained_tokens, "batches": run.batches,
             "wall_hours": run.wall_hours, "rst_hours": run.rst_hours, "glue_average": run.glue_average,
             "eval_loss_vs_baseline": run.final_eval_loss - baseline.final_eval_loss,
             "wall_vs_baseline": run.wall_hours / baseline.wall_hours if baseline.wall_hours else None,
@@ -105,16 +108,19 @@ def _fmt(value: object, spec: str) -> str:
 
 def markdown(rows: list[dict[str, object]], baseline: str, images: Sequence[str]) -> str:
     lines = [f"# Run comparison (baseline: {baseline})", "",
-             "| run | final eval loss | Δ vs baseline | unigram floor | tokens | × baseline | train wall h | × baseline "
-             "| RST h | GLUE avg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| run | final eval loss | Δ vs baseline | unigram floor | tokens drawn | × baseline | tokens trained "
+             "| train wall h | × baseline | RST h | GLUE avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         glue = None if r["glue_average"] is None else 100 * r["glue_average"]
         lines.append(f"| {r['run']} | {r['final_eval_loss']:.4f} | {r['eval_loss_vs_baseline']:+.4f} | "
                      f"{_fmt(r['unigram_floor'], '.4f')} | {r['tokens']:,} | {_fmt(r['tokens_vs_baseline'], '.2f')} | "
-                     f"{r['wall_hours']:.4f} | "
+                     f"{_fmt(r['trained_tokens'], ',')} | {r['wall_hours']:.4f} | "
                      f"{_fmt(r['wall_vs_baseline'], '.2f')} | {_fmt(r['rst_hours'], '.4f')} | {_fmt(glue, '.2f')} |")
-    lines += ["", "Train wall time leaves out evaluation and checkpoints when the run had a budget (its clock);",
+    lines += ["", "Tokens drawn are what the dataloader gave (Composer's count); tokens trained reached the training",
+              "forward pass: fewer when a method trains a part of what it draws (selective backprop, RHO-loss,",
+              "batch-size warmup).",
+              "Train wall time leaves out evaluation and checkpoints when the run had a budget (its clock);",
               "otherwise it is Composer's training clock. The unigram floor is the eval loss of a model that knows",
               "only token frequencies: a loss near it means the model has learned nothing else.", ""]
     lines += [f"![{Path(i).stem}]({Path(i).name})" for i in images]

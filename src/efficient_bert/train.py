@@ -28,6 +28,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for chatty in ("composer", "streaming"):  # their INFO lines repeat per dataset and rank; warnings stay
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     # Imported here so that `main.py --help` answers instantly.
     from composer.utils import dist
 

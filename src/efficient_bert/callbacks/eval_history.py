@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,9 +10,6 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-log = logging.getLogger(__name__)
-
-EVAL_HISTORY_FILE = "eval_history.json"
 
 
 class EvalHistory(Callback):
@@ -63,6 +59,3 @@ class EvalHistory(Callback):
         beside = f"; unigram floor {floors[-1]:.4f} (last - floor = {values[-1] - floors[-1]:+.4f})" if floors else ""
         return (f"{key}: first {values[0]:.4f} (batch {first['batch']}) -> last {values[-1]:.4f} "
                 f"(batch {last['batch']}) over {len(values)} evaluations{beside}")
-
-    def fit_end(self, state: State, logger: Logger) -> None:
-        log.info(self.summary())

@@ -18,8 +18,7 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-METRICS_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"  # the run's resolved configuration
+from efficient_bert.run_files import METRICS_FILE, RUN_FILE
 
 
 class MetricsFile(LoggerDestination):

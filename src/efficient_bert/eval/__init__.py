@@ -5,10 +5,21 @@ scores predictions, ``finetune`` runs one (task, seed) job in Composer, and ``su
 in parallel across GPUs, and reports the medians.
 """
 
-from efficient_bert.eval.finetune import FinetuneJob, run_job
+from efficient_bert.eval.job import FinetuneJob
 from efficient_bert.eval.readers import Example, TaskDataError
 from efficient_bert.eval.suite import FinetuneConfig, load_finetune_config, run_suite, summarize
 from efficient_bert.eval.tasks import TASKS, DataSource, Recipe, Task
+
+
+
+def __getattr__(name: str):
+    # run_job needs torch and Composer: imported on first use, so that `finetune --help` answers at once
+    if name == "run_job":
+        from efficient_bert.eval.finetune import run_job
+
+        return run_job
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["TASKS", "DataSource", "Example", "FinetuneConfig", "FinetuneJob", "Recipe", "Task", "TaskDataError",
            "load_finetune_config", "run_job", "run_suite", "summarize"]

@@ -29,12 +29,12 @@ from composer.optim import LinearWithWarmupScheduler
 from composer.utils import reproducibility
 from torch.utils.data import DataLoader
 
+from efficient_bert.eval.job import MODEL_DIR, FinetuneJob
 from efficient_bert.eval.readers import Example, TaskDataError
 from efficient_bert.eval.tasks import TASKS, DataSource, Predictions, Recipe, Task
 from efficient_bert.model.checkpoint import load_pretrained
 from efficient_bert.optim import decoupled_adamw, param_groups
 
-MODEL_DIR = "model"  # under a job's out_dir: the fine-tuned model, kept for tasks that start from it
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -157,36 +157,6 @@ def predict(trainer: Trainer, data: DataLoader) -> np.ndarray:
 
 
 # --- one job --------------------------------------------------------------------------------------
-@dataclass
-class FinetuneJob:
-    """One (task, seed) fine-tuning run; ``recipe`` defaults to the task's."""
-
-    task: str
-    seed: int
-    checkpoint: str  # HF folder or Composer .pt (for start_from tasks: the source task's saved model)
-    out_dir: str
-    tokenizer: Optional[str] = None  # default: the checkpoint folder
-    recipe: Optional[Recipe] = None
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # config keys, e.g. hidden_dropout_prob
-    save_model: bool = False  # keep the fine-tuned model (a start_from source)
-    device: Optional[str] = None
-    precision: Optional[str] = None
-    max_train_examples: Optional[int] = None
-    max_eval_examples: Optional[int] = None
-    progress_bar: bool = True
-    progress_position: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "FinetuneJob":
-        data = dict(data)
-        if data.get("recipe") is not None:
-            data["recipe"] = Recipe(**{**data["recipe"], "seeds": tuple(data["recipe"]["seeds"])})
-        return cls(**data)
-
-
 def load_task_model(job: FinetuneJob, task: Task) -> torch.nn.Module:
     overrides = dict(job.model_overrides)
     if task.kind == "regression":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from efficient_bert.config import check_keys, load_config
-from efficient_bert.eval.finetune import MODEL_DIR, FinetuneJob, run_job
+from efficient_bert.eval.job import MODEL_DIR, FinetuneJob
 from efficient_bert.eval.readers import TaskDataError
 from efficient_bert.eval.tasks import TASKS, DataSource, Recipe
 from efficient_bert.registry import ConfigError, nearest
@@ -217,6 +217,8 @@ def run_parallel(jobs: list[FinetuneJob], source: DataSource, gpus: list[int]) -
 
 
 def run_serial(jobs: list[FinetuneJob], source: DataSource) -> dict[int, dict[str, Any]]:
+    from efficient_bert.eval.finetune import run_job  # torch and Composer: only once there is work
+
     results: dict[int, dict[str, Any]] = {}
     failed_models: set[str] = set()
     for i, job in enumerate(jobs):
