@@ -1,6 +1,6 @@
 """Fine-tune one pretrained checkpoint on one task with one seed, in Composer's Trainer, and score it.
 
-    job = FinetuneJob(task="rte", seed=19, checkpoint="runs/demo/checkpoints/hf", out_dir="runs/glue/rte/seed-19")
+    job = FinetuneJob(task="rte", seed=19, checkpoint="runs/demo-run/hf", out_dir="runs/glue/rte/seed-19")
     result = run_job(job, DataSource(glue_dir="data/glue"))
 
 A job reads its task's train and evaluation splits, tokenizes them once, trains with the task's

@@ -1,6 +1,6 @@
 """Fine-tune a checkpoint on a set of GLUE/SuperGLUE tasks with several seeds and report the medians.
 
-    efficient-bert finetune yamls/finetune/glue.yaml checkpoint=runs/demo/checkpoints/hf glue_dir=data/glue
+    efficient-bert finetune yamls/finetune/glue.yaml checkpoint=runs/demo-run/hf glue_dir=data/glue
 
 Jobs are (task, seed) pairs. A task that starts from another (RTE, MRPC and STS-B from MNLI) waits
 for that task's first seed, whose fine-tuned model is kept. With several GPUs the jobs run in
