@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE
+from efficient_bert.report import ReportError, read_run, report
+from efficient_bert.run_files import EVAL_HISTORY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = "quality_result.json"
@@ -87,27 +88,17 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def read_result(folder: Path, name: str, command: str, returncode: int) -> Result:
+    """A run's figures from its record folder, read as ``efficient-bert report`` reads it."""
     result = Result(name, command, returncode)
-    history = folder / EVAL_HISTORY_FILE
-    if history.is_file():
-        records = json.loads(history.read_text())
-        result.evaluations = len(records)
-        if records:
-            last = records[-1]
-            result.eval_loss = last.get("eval/LanguageCrossEntropy")
-            result.masked_accuracy = last.get("eval/MaskedAccuracy")
-            result.unigram_floor = last.get("eval/UnigramEntropy")
-    metrics = folder / METRICS_FILE
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if "batch" in row:
-                result.steps = max(result.steps or 0, row["batch"])
-            if "trained/tokens" in row:  # the tokens trained on (a selection method draws more)
-                result.tokens = max(result.tokens or 0, int(row["trained/tokens"]))
-            if "budget/wall_hours" in row:
-                result.train_seconds = row["budget/wall_hours"] * 3600
-                result.compile_seconds = row.get("budget/compile_seconds")
+    try:
+        record = read_run(folder)
+    except ReportError:  # a run that failed before its first evaluation
+        return result
+    result.steps, result.tokens, result.compile_seconds = record.batches, record.trained_tokens, record.compile_seconds
+    result.train_seconds = record.wall_hours * 3600  # the budget's clock (every run here has a budget)
+    result.eval_loss, result.unigram_floor = record.final_eval_loss, record.unigram_floor
+    records = json.loads((folder / EVAL_HISTORY_FILE).read_text())
+    result.evaluations, result.masked_accuracy = len(records), records[-1].get("eval/MaskedAccuracy")
     return result
 
 
@@ -166,8 +157,6 @@ def write_outputs(results: Sequence[Result], args: argparse.Namespace) -> None:
          "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in results]}, indent=1))
     finished = [str(out / r.name) for r in results if r.eval_loss is not None]
     if finished:
-        from efficient_bert.report import ReportError, report
-
         try:
             report(finished, out / "report", overwrite=True)
         except ReportError as exc:

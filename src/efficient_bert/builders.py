@@ -147,11 +147,16 @@ CALLBACKS.register("memory_monitor", MemoryMonitor)
 CALLBACKS.register("runtime_estimator", RuntimeEstimator)
 
 
+def is_local(folder: Optional[str]) -> bool:
+    """Whether ``folder`` is a local path (not unset, not an object-store URI such as s3://...)."""
+    return folder is not None and "://" not in folder
+
+
 @CALLBACKS.register("replica_check")
 def replica_check(save_folder: Optional[str], interval: Optional[int] = None) -> ReplicaCheck:
     """Data-parallel replicas hold identical weights (at the end, and every ``interval`` batches);
     on by default in multi-process runs. Writes ``<save_folder>/replica_check.json``."""
-    local = save_folder is not None and "://" not in save_folder
+    local = is_local(save_folder)
     return ReplicaCheck(interval, str(Path(save_folder) / "replica_check.json") if local else None)
 
 
@@ -259,7 +264,7 @@ def build_budget_callbacks(cfg: BudgetConfig, save_folder: Optional[str]) -> tup
             raise ConfigError("budget.finetune_time_markers, budget.clock and budget.calibration need budget.hours")
         callbacks: list[Any] = [budget] if budget else []
         if cfg.finetune_time_markers:
-            if save_folder is None or "://" in save_folder:
+            if not is_local(save_folder):
                 raise ConfigError("budget.finetune_time_markers writes under a local save_folder; set one")
             callbacks.append(TimeMarkerExport(budget, cfg.finetune_time_markers, str(Path(save_folder) / "time_markers")))
         if (cfg.early_stop_time is None) != (cfg.early_stop_eval_loss is None):
@@ -337,14 +342,13 @@ def resumes(cfg: TrainConfig) -> bool:
     """Whether the run continues from a checkpoint: ``load_path``, or ``autoresume`` with one to resume."""
     if cfg.load_path is not None:
         return True
-    local = cfg.save_folder is not None and "://" not in cfg.save_folder
-    return cfg.autoresume and (not local or any(Path(cfg.save_folder).glob("latest-rank*.pt")))
+    return cfg.autoresume and (not is_local(cfg.save_folder) or any(Path(cfg.save_folder).glob("latest-rank*.pt")))
 
 
 def check_fresh_save_folder(cfg: TrainConfig) -> None:
     """A fresh run refuses, before it writes anything, a local ``save_folder`` that holds an earlier run's
     records or checkpoints (otherwise its first evaluation would already have replaced them)."""
-    if cfg.save_folder is None or "://" in cfg.save_folder or cfg.save_overwrite or resumes(cfg):
+    if not is_local(cfg.save_folder) or cfg.save_overwrite or resumes(cfg):
         return
     folder = Path(cfg.save_folder)
     held = [name for name in (METRICS_FILE, RUN_FILE, EVAL_HISTORY_FILE) if (folder / name).exists()]
@@ -412,7 +416,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     # the monitors whose figures every report needs run unless the YAML names them (null switches one off)
     defaults = {"speed_monitor": {}, "lr_monitor": {}, **({"memory_monitor": {}} if device == "gpu" else {})}
     sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
-    local_save = cfg.save_folder is not None and "://" not in cfg.save_folder
+    local_save = is_local(cfg.save_folder)
     # always on: the local record that `efficient-bert report` reads; without a local save_folder, a
     # new folder per run, so that running a YAML again keeps the earlier record (the HF export and the
     # replica check write there too)

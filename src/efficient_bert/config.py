@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Union, get_args, get_origin, get_typ
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from efficient_bert.registry import ConfigError, nearest
+from efficient_bert.registry import ConfigError, is_time_string, nearest
 
 
 @dataclass
@@ -220,17 +220,11 @@ TIME_KEYS = ("max_duration", "eval_interval", "save_interval", "console_log_inte
 
 
 def check_time_strings(cfg: Any, source: str) -> None:
-    from composer.core import Time
-
     for key in TIME_KEYS:
         value = getattr(cfg, key, None)
-        if value is None:
-            continue
-        try:
-            Time.from_timestring(str(value))
-        except ValueError:
+        if value is not None and not is_time_string(str(value)):
             raise ConfigError(f"{source}: invalid value for {key}: {value!r} is not a Composer time string "
-                              "(a number and a unit: 1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)") from None
+                              "(a number and a unit: 1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)")
 
 
 def to_container(cfg: TrainConfig) -> dict[str, Any]:

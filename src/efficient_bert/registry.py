@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
@@ -31,9 +32,9 @@ def fits(value: Any, annotation: Any) -> bool:
     if annotation is Any or annotation is inspect.Parameter.empty or isinstance(annotation, (str, typing.TypeVar)):
         return True
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+    if origin is Union or origin is types.UnionType:
         if isinstance(value, str) and any(_is_time_type(a) for a in args):
-            return _is_time_string(value)  # Composer's Union[str, Time]: the string is a time string
+            return is_time_string(value)  # Composer's Union[str, Time]: the string is a time string
         return any(fits(value, a) for a in args)
     if annotation is type(None):
         return value is None
@@ -49,13 +50,13 @@ def fits(value: Any, annotation: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         inner = [a for a in args if a is not Ellipsis]
-        return all(fits(v, inner[0]) for v in value) if len(inner) == 1 or (origin is not tuple and inner) else True
+        return len(inner) != 1 or all(fits(v, inner[0]) for v in value)  # tuple[int, str]: not judged
     if origin in (dict, collections.abc.Mapping) or annotation in (dict, collections.abc.Mapping):
         return isinstance(value, dict)
     cls = origin or annotation
     if inspect.isclass(cls):
         if _is_time_type(cls):  # a YAML value gives a Time as its string: 0.06dur, 500ba
-            return isinstance(value, str) and _is_time_string(value)
+            return isinstance(value, str) and is_time_string(value)
         return isinstance(value, cls)  # an object: no YAML value is one
     return True
 
@@ -67,7 +68,8 @@ def _is_time_type(annotation: Any) -> bool:
     return inspect.isclass(cls) and issubclass(cls, Time)
 
 
-def _is_time_string(text: str) -> bool:
+def is_time_string(text: str) -> bool:
+    """Whether Composer reads ``text`` as a time (``1000ba``, ``0.06dur``, ...)."""
     from composer.core import Time
 
     try:

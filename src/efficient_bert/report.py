@@ -36,6 +36,7 @@ class RunRecord:
     batches: int = 0
     wall_hours: float = 0.0
     rst_hours: Optional[float] = None
+    compile_seconds: Optional[float] = None  # torch.compile time the budget left out
     glue_average: Optional[float] = None
     unigram_floor: Optional[float] = None  # of the last evaluation
 
@@ -72,6 +73,8 @@ def read_run(folder: str | Path, metric: str = EVAL_LOSS) -> RunRecord:
             budget_wall = row["budget/wall_hours"]
         if "budget/rst_hours" in row:
             record.rst_hours = row["budget/rst_hours"]
+        if "budget/compile_seconds" in row:
+            record.compile_seconds = row["budget/compile_seconds"]
         wall = budget_wall if budget_wall is not None else row["wall_s"] / 3600
         record.wall_hours = max(record.wall_hours, wall)
         if metric in row and isinstance(row[metric], float):

@@ -51,9 +51,8 @@ class ConsoleLog(LoggerDestination):
         if self.interval.unit == TimeUnit.EPOCH and int(state.timestamp.epoch) % self.interval.value == 0:
             self._print(self.step_line(state))
 
-    def eval_end(self, state: State, logger: Logger) -> None:
-        metrics = {f"{label}/{name}": float(m.compute()) for label, ms in state.eval_metrics.items()
-                   for name, m in ms.items()}
+    def eval_end(self, state: State, logger: Logger) -> None:  # the trainer logged the eval metrics just before
+        metrics = {key[len("metrics/"):]: value for key, value in self.latest.items() if key.startswith("metrics/eval/")}
         parts = [f"loss {metrics['eval/LanguageCrossEntropy']:.4f}"] if "eval/LanguageCrossEntropy" in metrics else []
         if "eval/MaskedAccuracy" in metrics:
             parts.append(f"accuracy {100 * metrics['eval/MaskedAccuracy']:.2f}%")
@@ -81,15 +80,15 @@ class ConsoleLog(LoggerDestination):
 
     def time_left(self, state: State) -> Optional[float]:
         """Training seconds left: from the budget's clock, else the elapsed fraction of max_duration."""
-        fraction = self.latest.get("budget/fraction")
-        if fraction is not None and "budget/wall_hours" in self.latest and fraction > 0:
-            spent = self.latest["budget/wall_hours"] * 3600
-            return spent * (1.0 - min(fraction, 1.0)) / fraction
-        elapsed = state.get_elapsed_duration()
-        spent = state.timestamp.total_wct.total_seconds()
-        if elapsed is None or not 0 < float(elapsed.value) < 1:
+        if "budget/fraction" in self.latest and "budget/wall_hours" in self.latest:
+            fraction, spent = min(self.latest["budget/fraction"], 1.0), self.latest["budget/wall_hours"] * 3600
+        else:
+            elapsed = state.get_elapsed_duration()
+            fraction = None if elapsed is None else float(elapsed.value)
+            spent = state.timestamp.total_wct.total_seconds()
+        if fraction is None or not 0 < fraction < 1:
             return None
-        return spent * (1.0 - float(elapsed.value)) / float(elapsed.value)
+        return spent * (1.0 - fraction) / fraction
 
     @staticmethod
     def _print(line: str) -> None:

@@ -11,7 +11,6 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 
-
 class EvalHistory(Callback):
     """Records ``{batch, tokens, <evaluator>/<metric>: value}`` after each evaluation.
 

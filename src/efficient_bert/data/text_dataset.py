@@ -99,7 +99,7 @@ class StreamingTextDataset(StreamingDataset):
                 shard_id, f"decompressing or downloading a shard failed ({type(exc).__name__}: {exc})")
             self._failure.__cause__ = exc
             if blocking:
-                raise self._failure from exc
+                raise self._failure
             self._event.set()  # streaming's signal to its threads and iterator to stop
 
     def _resume_incr_epoch(self) -> tuple[int, int]:
@@ -130,24 +130,25 @@ class StreamingTextDataset(StreamingDataset):
         raw_info, _ = shard.file_pairs[0]
         expected = (raw_info.hashes or {}).get("sha1")
         path = Path(shard.dirname, shard.split, raw_info.basename)
-        if expected and path.is_file():
+        if not path.is_file():  # not decompressed yet: checked once it is
+            return
+        if expected:
             found = get_hash("sha1", path.read_bytes())
             if found != expected:
                 raise self.shard_error(shard_id, f"{raw_info.basename} does not match the sha1 its index.json "
                                                  f"records ({found[:12]}... instead of {expected[:12]}...)")
-        if path.is_file():
-            checked.add(shard_id)
+        checked.add(shard_id)
 
     def get_item(self, sample_id: int, retry: int = 7) -> dict[str, Any]:
         shard_id, _ = self.spanner[sample_id]
-        self.check_raw_shard(shard_id)
         try:
             sample = super().get_item(sample_id, retry)
         except (FileNotFoundError, CorruptShardError):
             raise
         except Exception as exc:  # decompression/decoding failures of a damaged shard
+            self.check_raw_shard(shard_id)  # a damaged raw copy says so first
             raise self.shard_error(shard_id, f"could not read sample {sample_id} ({type(exc).__name__}: {exc})") from exc
-        self.check_raw_shard(shard_id)  # just decompressed
+        self.check_raw_shard(shard_id)  # before the first sample of a shard is used (once per process)
         if self.column == TOKENS_COLUMN:
             ids = np.asarray(sample[TOKENS_COLUMN][: self.max_seq_len], dtype=np.int64)
             if len(ids) and not (0 <= ids.min() and ids.max() < self.vocab_size):

@@ -11,7 +11,6 @@ from efficient_bert.eval.suite import FinetuneConfig, load_finetune_config, run_
 from efficient_bert.eval.tasks import TASKS, DataSource, Recipe, Task
 
 
-
 def __getattr__(name: str):
     # run_job needs torch and Composer: imported on first use, so that `finetune --help` answers at once
     if name == "run_job":

@@ -43,4 +43,3 @@ class UnigramEntropy(Metric):
             return torch.tensor(float("nan"), dtype=torch.float64)
         p = self.counts[self.counts > 0] / total
         return -(p * p.log()).sum()
-

@@ -72,7 +72,7 @@ class BudgetSchedule(ComposerScheduler):
             raise ValueError(f"warmup is a fraction of the budget in [0, 1), got {warmup}")
         if curve == "exponential" and not alpha_f > 0:
             raise ValueError("the exponential curve needs alpha_f > 0")
-        if not 0.0 < cooldown <= 1.0 - warmup:
+        if curve == "wsd" and not 0.0 < cooldown <= 1.0 - warmup:
             raise ValueError(f"cooldown is a fraction of the budget in (0, 1 - warmup], got {cooldown}")
         self.curve, self.warmup, self.alpha_f, self.cooldown, self.budget = curve, warmup, alpha_f, cooldown, budget
 
