@@ -14,7 +14,7 @@ folders (``OUT/report/``: loss-vs-time and loss-vs-tokens plots). A script, not 
         --data runs/enwiki-mds --tokenizer runs/enwiki-tok \\
         --run "ours=yamls/pretrain/mosaic-bert-budget.yaml" \\
         --run "ours-lr2e-3=yamls/pretrain/mosaic-bert-budget.yaml optimizer.lr=2e-3" \\
-        --run "hf=yamls/pretrain/hf-bert-budget.yaml"
+        --run "hf=yamls/pretrain/mosaic-bert-budget.yaml yamls/pretrain/hf-bert-budget.yaml"
 
 A run whose folder already holds its result is skipped (rerun the same command after an interruption);
 a folder without one (a killed run) is an error naming it: delete it to run it again.

@@ -112,9 +112,9 @@ def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(token
     assert ours.model["prenorm"] is True and ours.scheduler["curve"] == "wsd" and ours.budget.hours == 0.05
     assert peer.model == {"name": "hf_bert", "compile": True, "hidden_dropout_prob": 0.0,
                           "attention_probs_dropout_prob": 0.0}
-    for key in ("train_loader", "eval_loader", "budget", "algorithms", "global_train_batch_size", "precision",
-                "max_duration", "seed"):
+    for key in ("train_loader", "eval_loader", "budget", "algorithms", "precision", "max_duration", "seed"):
         assert getattr(peer, key) == getattr(ours, key), key
+    assert (peer.global_train_batch_size, ours.global_train_batch_size) == (256, 512)
     assert ours.eval_loader.dataset.mask_seed == 2024  # both evaluate on the same masks
     # compile: true compiles HF BERT in place, so checkpoints keep the state dict's names
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
