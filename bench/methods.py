@@ -114,8 +114,9 @@ class Result:
 
 def optimizer_for(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     from efficient_bert.builders import OPTIMIZERS
+    from efficient_bert.optim import param_groups
 
-    return OPTIMIZERS.build(name, {"lr": lr / 5 if name == "lion" else lr}, model=model)
+    return OPTIMIZERS.build(name, {"lr": lr / 5 if name == "lion" else lr}, params=param_groups(model))
 
 
 def run_scenario(name: str, batches: list[dict], args) -> Result:

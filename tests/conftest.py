@@ -1,4 +1,5 @@
-"""Shared fixtures: a tokenizer and MDS shards built once per session from the bundled real sample."""
+"""Shared fixtures and builders: a tokenizer and MDS shards built once per session from the bundled real
+sample; tiny models and real-text MLM batches for the tests that need one."""
 
 from __future__ import annotations
 
@@ -53,3 +54,40 @@ def token_mds(tmp_path_factory, tokenizer_dir) -> Path:
     out = tmp_path_factory.mktemp("mds") / "tokens"
     convert(["train", "validation"], str(out), in_root=str(SAMPLE), tokenizer=str(tokenizer_dir), concat_tokens=64)
     return out
+
+
+def mlm_batch(tokenizer, rows: int = 6, seq: int = 32, seed: int = 0) -> dict:
+    """A collated MLM batch of real validation text: rows of decreasing length (seq, seq - 4, ...),
+    sample ids 100, 101, ..."""
+    from efficient_bert.data.mlm_collator import MLMCollator
+
+    docs = sample_documents("validation")[:rows]
+    examples = [{"input_ids": tokenizer(d, truncation=True, max_length=seq - 4 * i)["input_ids"], "sample_id": 100 + i}
+                for i, d in enumerate(docs)]
+    return MLMCollator(tokenizer, 0.3, seed=seed)(examples)
+
+
+def tiny_mosaic(layers: int = 4, vocab_size: int = 2000):
+    """A 32-wide Mosaic BERT in a ComposerMLM, on the reference kernels, seeded, without dropout."""
+    import torch
+
+    from efficient_bert.model.composer_mlm import ComposerMLM
+    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = MosaicBertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                           intermediate_size=64, attention="eager", kernels="torch", hidden_dropout_prob=0.0)
+    return ComposerMLM(MosaicBertForMaskedLM(cfg))
+
+
+def tiny_hf_bert(tokenizer, layers: int = 1):
+    """A 32-wide HF ``BertForMaskedLM`` in Composer's own ``HuggingFaceModel``: what a user of a plain
+    Composer Trainer has, without any of this library's model code."""
+    import torch
+    from composer.models import HuggingFaceModel
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    return HuggingFaceModel(BertForMaskedLM(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64)), use_logits=True)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from composer.core import Callback, Event
 
+from conftest import mlm_batch, tiny_hf_bert
 from efficient_bert.algorithms import BatchSizeWarmup, apply_batch_size_warmup, warmup_rows
 
 
@@ -20,8 +21,6 @@ def test_warmup_rows_grow_linearly_in_multiples_to_the_full_batch():
 
 
 def test_the_first_rows_of_every_entry_are_kept(tokenizer):
-    from test_batch_selection import mlm_batch
-
     batch = mlm_batch(tokenizer, rows=6)
     kept = apply_batch_size_warmup(batch, 4)
     assert kept["input_ids"].shape[0] == 4 and torch.equal(kept["labels"], batch["labels"][:4])
@@ -40,15 +39,10 @@ class TrainedRows(Callback):
 @pytest.mark.slow
 def test_in_a_plain_trainer_around_hf_bert_the_batch_grows_on_schedule(tokenizer, token_mds):
     from composer import Trainer
-    from composer.models import HuggingFaceModel
-    from transformers import BertConfig, BertForMaskedLM
 
     from efficient_bert.data.dataloader import build_mlm_dataloader
 
-    torch.manual_seed(0)
-    model = HuggingFaceModel(BertForMaskedLM(BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=64)), use_logits=True)
+    model = tiny_hf_bert(tokenizer)
     loader = build_mlm_dataloader(tokenizer, 32, local=str(token_mds), split="train", max_seq_len=64, num_workers=0)
     seen = TrainedRows()
     trainer = Trainer(model=model, train_dataloader=loader, max_duration="10ba", device="cpu",

@@ -8,8 +8,7 @@ import pytest
 from composer.core import Callback, Event
 
 from conftest import ROOT
-from efficient_bert.callbacks import TrainingBudget
-from efficient_bert.optim import BudgetSchedule, budget_multiplier
+from efficient_bert.budget import BudgetSchedule, TrainingBudget, budget_multiplier
 
 
 class FakeClock:
@@ -101,10 +100,10 @@ def test_compilation_inside_a_step_is_left_out_unless_counted(count_compilation)
 
 
 def test_calibration_file_is_read_and_checked(tmp_path):
-    from efficient_bert.calibrate import load_rst_factor
+    from efficient_bert.budget.calibrate import load_rst_factor
 
     path = tmp_path / "rst.json"
-    with pytest.raises(FileNotFoundError, match="efficient_bert.calibrate --out"):
+    with pytest.raises(FileNotFoundError, match="efficient_bert.budget.calibrate --out"):
         load_rst_factor(path)
     path.write_text(json.dumps({"rst_factor": 0.25}))
     assert load_rst_factor(path) == 0.25
@@ -166,20 +165,20 @@ def test_early_stop_when_eval_loss_is_too_high(tmp_path, tokenizer_dir, token_md
 
 
 def test_budget_config_errors_name_the_fix(tmp_path, tokenizer_dir):
-    from efficient_bert.builders import build_budget_callbacks
+    from efficient_bert.builders import build_budget
     from efficient_bert.config import BudgetConfig
     from efficient_bert.registry import ConfigError
 
     with pytest.raises(ConfigError, match="^budget.finetune_time_markers, .* need budget.hours"):
-        build_budget_callbacks(BudgetConfig(finetune_time_markers=[0.5]), str(tmp_path))
+        build_budget(BudgetConfig(finetune_time_markers=[0.5]), str(tmp_path))
     with pytest.raises(ConfigError, match="set both or neither"):
-        build_budget_callbacks(BudgetConfig(hours=1.0, early_stop_time=0.5), str(tmp_path))
+        build_budget(BudgetConfig(hours=1.0, early_stop_time=0.5), str(tmp_path))
     with pytest.raises(ConfigError, match="budget: no RST calibration"):
-        build_budget_callbacks(BudgetConfig(hours=1.0, clock="rst", calibration=str(tmp_path / "x.json")), None)
+        build_budget(BudgetConfig(hours=1.0, clock="rst", calibration=str(tmp_path / "x.json")), None)
 
 
 def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path, capsys):
-    from efficient_bert.calibrate import REFERENCE_SECONDS, load_rst_factor, main
+    from efficient_bert.budget.calibrate import REFERENCE_SECONDS, load_rst_factor, main
 
     out = tmp_path / "rst.json"
     assert main(["--size", "tiny", "--steps", "1", "--out", str(out)]) == 0

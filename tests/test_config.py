@@ -53,17 +53,28 @@ def test_component_names_and_options_are_checked(tmp_path):
     import torch
 
     from efficient_bert.builders import CALLBACKS, OPTIMIZERS
+    from efficient_bert.optim import param_groups
 
-    model = torch.nn.Linear(2, 2)
+    params = param_groups(torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="unknown optimizer 'adamx' \\(did you mean 'adamw'\\?\\)"):
-        OPTIMIZERS.build("adamx", {"lr": 1.0}, model=model)
+        OPTIMIZERS.build("adamx", {"lr": 1.0}, params=params)
     with pytest.raises(ConfigError, match="optimizer: optimizer 'decoupled_adamw' has no option 'lrr' \\(did you mean 'lr'\\?\\)"):
-        OPTIMIZERS.build("decoupled_adamw", {"lrr": 1.0}, where="optimizer", model=model)
+        OPTIMIZERS.build("decoupled_adamw", {"lrr": 1.0}, where="optimizer", params=params)
     with pytest.raises(ConfigError, match="has no option 'window'"):
         CALLBACKS.build("speed_monitor", {"window": 3})
-    opt = OPTIMIZERS.build("decoupled_adamw", {"lr": 0.1, "weight_decay": 0.5}, model=model)
+    opt = OPTIMIZERS.build("decoupled_adamw", {"lr": 0.1, "weight_decay": 0.5}, params=params)
     # the matrix decays, the bias does not (torch's AdamW form of the decoupled decay: wd / lr)
     assert [g["weight_decay"] for g in opt.param_groups] == [pytest.approx(5.0), 0.0]
+
+
+def test_a_component_error_names_its_key(tokenizer):
+    from efficient_bert.builders import MODELS
+
+    with pytest.raises(ConfigError, match="^model.size: unknown size 'huge'; choose one of tiny, base, large$"):
+        MODELS.build("mosaic_bert", {"size": "huge"}, where="model", tokenizer=tokenizer, max_seq_len=64)
+    with pytest.raises(ConfigError, match=r"^model.hidden_size: must be divisible by num_attention_heads \(3\), got 64$"):
+        MODELS.build("hf_bert", {"hidden_size": 64, "num_attention_heads": 3}, where="model", tokenizer=tokenizer,
+                     max_seq_len=64)
 
 
 def test_a_section_override_replaces_a_dotted_one_edits():

@@ -2,11 +2,12 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.text_dataset import CorruptShardError, StreamingTextDataset
-from efficient_bert.registry import ConfigError
+from efficient_bert.registry import ConfigError, config_errors
 
 
 def test_text_rows_are_tokenized_and_truncated(text_mds, tokenizer):
@@ -18,10 +19,29 @@ def test_text_rows_are_tokenized_and_truncated(text_mds, tokenizer):
     assert sample["input_ids"][0] == tokenizer.cls_token_id and sample["input_ids"][-1] == tokenizer.sep_token_id
 
 
+def read_raw_rows(split_dir: Path, rows: list[int]) -> list[np.ndarray]:
+    """Rows of the first shard of an MDS split as written, read with streaming's shard reader alone (no
+    dataset class, no shuffling, no sample-id mapping)."""
+    import json
+
+    import zstandard
+    from streaming.base.format import reader_from_json
+
+    shard = json.loads((split_dir / "index.json").read_text())["shards"][0]
+    raw = split_dir / shard["raw_data"]["basename"]
+    if not raw.exists():
+        compressed = (split_dir / shard["zip_data"]["basename"]).read_bytes()
+        raw.write_bytes(zstandard.ZstdDecompressor().decompress(compressed, max_output_size=1 << 30))
+    reader = reader_from_json(str(split_dir.parent), split_dir.name, shard)
+    return [np.asarray(reader.decode_sample(reader.get_sample_data(row))["tokens"]) for row in rows]
+
+
 def test_token_rows_are_used_as_is(token_mds, tokenizer):
     with StreamingTextDataset(tokenizer, 32, local=str(token_mds), split="train", batch_size=4) as ds:
         assert ds.column == "tokens"
-        assert ds[0]["input_ids"].tolist() == ds.get_item(0)["input_ids"].tolist()
+        written = read_raw_rows(token_mds / "train", [0, 3])  # the shard's own rows, read without streaming
+        assert ds[0]["input_ids"].tolist() == written[0][:32].tolist() and len(written[0]) == 64
+        assert ds[3]["input_ids"].tolist() == written[1][:32].tolist()
         assert len(ds[3]["input_ids"]) == 32
 
 
@@ -44,13 +64,19 @@ def test_two_workers_see_every_sample_exactly_once(token_mds, tokenizer):
 
 
 def test_missing_shards_and_wrong_columns_are_clear_errors(tmp_path, tokenizer):
-    with pytest.raises(ConfigError, match="no MDS index at .*convert_c4.py"):
+    with pytest.raises(FileNotFoundError, match="no MDS index at .*convert_c4.py"):
         StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train")
+    # the config layer names the section
+    with pytest.raises(ConfigError, match="^train_loader: no MDS index at "), config_errors("train_loader"):
+        StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train")
+    with pytest.raises(ConfigError, match="^train_loader.max_seq_len: must be at least 8, got 4"), \
+            config_errors("train_loader"):
+        StreamingTextDataset(tokenizer, 4, local=str(tmp_path), split="train")
     from streaming import MDSWriter
 
     with MDSWriter(out=str(tmp_path / "train"), columns={"body": "str"}) as w:
         w.write({"body": "x"})
-    with pytest.raises(ConfigError, match="columns \\['body'\\]; expected 'text'"):
+    with pytest.raises(ValueError, match="columns \\['body'\\]; expected 'text'"):
         StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train")
 
 

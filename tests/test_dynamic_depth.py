@@ -6,20 +6,10 @@ import pytest
 import torch
 from composer.core import Callback, Event
 
-from conftest import ROOT
+from conftest import ROOT, tiny_mosaic
 from efficient_bert.algorithms import (LayerDrop, LayerStacking, apply_layer_drop, apply_layer_stacking,
                                        keep_probability, layer_keep_probabilities, stacking_depths)
 from efficient_bert.model.layer_plan import find_layer_plan, running_layer_count
-
-
-def tiny_mosaic(layers=4):
-    from efficient_bert.model.composer_mlm import ComposerMLM
-    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
-
-    torch.manual_seed(0)
-    cfg = MosaicBertConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                           intermediate_size=64, attention="eager", kernels="torch", hidden_dropout_prob=0.0)
-    return ComposerMLM(MosaicBertForMaskedLM(cfg))
 
 
 def real_batch(tokenizer, rows=4, seq=32):
@@ -200,7 +190,7 @@ def test_stacking_in_the_trainer_grows_on_schedule_and_resumes(tmp_path, tokeniz
 def test_layer_drop_and_stacking_compose_with_a_budget(tmp_path, tokenizer_dir, token_mds):
     from test_budget import FakeClock, Ticks
 
-    from efficient_bert.callbacks import TrainingBudget
+    from efficient_bert.budget import TrainingBudget
 
     run, calls = build(tmp_path, tokenizer_dir, token_mds, "budget.hours=0.05", "max_duration=1000ba",
                        "algorithms.layer_stacking.stack_at=[0.5]", "save_interval=1000ba",
@@ -228,7 +218,7 @@ def test_layer_drop_and_stacking_compose_with_a_budget(tmp_path, tokenizer_dir, 
 def test_hf_export_mid_stacking_holds_the_stacked_depth(tmp_path, tokenizer):
     from transformers import AutoModelForMaskedLM
 
-    from efficient_bert.callbacks import export_hf
+    from efficient_bert.model.checkpoint import export_hf
 
     model = tiny_mosaic(4)
     apply_layer_stacking(model, 2)

@@ -16,7 +16,9 @@ import torch
 from efficient_bert.eval import TASKS, DataSource, Example, FinetuneJob, TaskDataError, run_job
 from efficient_bert.eval import metrics as M
 from efficient_bert.eval.finetune import group_choice_loss
-from efficient_bert.eval.suite import load_finetune_config, plan, run_suite
+from efficient_bert.eval.finetune_config import load_finetune_config
+from efficient_bert.eval.scheduling import plan
+from efficient_bert.eval.suite import run_suite
 from efficient_bert.eval.tasks import Predictions
 from efficient_bert.registry import ConfigError
 
@@ -220,7 +222,7 @@ def test_config_errors_and_plan(tmp_path):
 
 
 def test_a_failed_run_never_blocks_its_own_rerun(tmp_path):
-    from efficient_bert.eval.suite import check_inputs
+    from efficient_bert.eval.scheduling import check_inputs
 
     root = Path(__file__).resolve().parents[1]
     checkpoint = tmp_path / "ep0-ba30-rank0.pt"
@@ -334,11 +336,19 @@ def test_hf_bert_and_composer_checkpoints_and_multiple_choice(tmp_path, tokenize
     torch.save({"state": {"model": composer_model.state_dict()}}, pt)
     source = DataSource(glue_dir=str(GLUE_SLICE))
     quick = replace(TASKS["sst2"].recipe, epochs=1, batch_size=16, max_seq_len=32)
-    for checkpoint, tok in ((hf_dir, None), (pt, str(tokenizer_dir))):
-        result = run_job(FinetuneJob("sst2", 1, str(checkpoint), str(tmp_path / checkpoint.stem), tokenizer=tok,
-                                     recipe=quick, max_train_examples=64, max_eval_examples=32, progress_bar=False),
-                         source)
-        assert result["train_examples"] == 64 and 0.0 <= result["metrics"]["dev"]["accuracy"] <= 1.0
+    results = [run_job(FinetuneJob("sst2", 1, str(checkpoint), str(tmp_path / checkpoint.stem), tokenizer=tok,
+                                   recipe=quick, max_train_examples=64, max_eval_examples=32, progress_bar=False),
+                       source)
+               for checkpoint, tok in ((hf_dir, None), (pt, str(tokenizer_dir)))]
+    for result in results:
+        assert result["train_examples"] == 64 and result["eval_examples"] == {"dev": 32}
+        assert (result["metrics"]["dev"]["accuracy"] * 32) % 1 == 0  # a count of 32 dev sentences
+    # both kinds of file give the classifier the same pretrained encoder (the pooler is new in both)
+    from efficient_bert.model.checkpoint import load_pretrained
+
+    from_hf, from_pt = ({k: v for k, v in load_pretrained(path, "sequence_classification", num_labels=2)
+                         .bert.state_dict().items() if not k.startswith("pooler.")} for path in (hf_dir, pt))
+    assert from_hf.keys() == from_pt.keys() and [k for k in from_hf if not torch.equal(from_hf[k], from_pt[k])] == []
     with pytest.raises(TaskDataError, match="a Composer checkpoint carries none"):
         run_job(FinetuneJob("sst2", 1, str(pt), str(tmp_path / "x"), recipe=quick, max_train_examples=8,
                             progress_bar=False), source)

@@ -121,13 +121,14 @@ def test_sophia_matches_the_papers_update_with_hessian_refreshes_in_float64():
 @pytest.mark.parametrize("name", ["decoupled_adamw", "adamw", "lion", "sophiag", "lamb", "adafactor"])
 def test_every_optimizer_lowers_a_small_regression_loss(name):
     from efficient_bert.builders import OPTIMIZERS
+    from efficient_bert.optim import param_groups
 
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
     model = torch.nn.Linear(8, 1)
     lrs = {"decoupled_adamw": 3e-2, "adamw": 3e-2, "lion": 1e-2, "sophiag": 3e-2, "lamb": 3e-2, "adafactor": 3e-2}
-    opt = OPTIMIZERS.build(name, {"lr": lrs[name]}, model=model)
+    opt = OPTIMIZERS.build(name, {"lr": lrs[name]}, params=param_groups(model))
     first = None
     for step in range(150):
         loss = torch.nn.functional.mse_loss(model(x), y)
@@ -211,7 +212,7 @@ def test_optimizer_state_round_trips_through_a_composer_checkpoint(tmp_path, tok
 @pytest.mark.slow
 def test_sophia_hessian_runs_every_k_steps_and_counts_as_an_extra_forward(tmp_path, tokenizer_dir, token_mds):
     from efficient_bert.algorithms import SophiaHessian
-    from efficient_bert.callbacks import TrainingBudget
+    from efficient_bert.budget import TrainingBudget
     from efficient_bert.registry import ConfigError
 
     for counted in (True, False):
@@ -232,3 +233,45 @@ def test_sophia_hessian_runs_every_k_steps_and_counts_as_an_extra_forward(tmp_pa
     with pytest.raises(ConfigError, match="sophiag and algorithms.sophia_hessian go together"):
         build_run(tmp_path, tokenizer_dir, token_mds, "max_duration=2ba", "algorithms.sophia_hessian=null",
                   methods=["sophiag.yaml"])
+
+
+@pytest.mark.parametrize("mode, ours, theirs", [
+    ("relative", {"lr": 1e-2}, {"lr": None, "relative_step": True, "scale_parameter": True}),
+    ("absolute", {"lr": 1e-3, "weight_decay": 0.1}, {"lr": 1e-3, "relative_step": False, "scale_parameter": False,
+                                                     "weight_decay": 0.1}),
+])
+def test_adafactor_modes_match_the_reference_implementation(mode, ours, theirs):
+    from transformers.optimization import Adafactor as Reference
+
+    from efficient_bert.optim import Adafactor
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 1)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = models[0][0].weight.detach().clone()
+    optimizers = [Adafactor(models[0].parameters(), mode=mode, **ours),
+                  Reference(models[1].parameters(), warmup_init=False, **theirs)]
+    x, y = torch.randn(64, 6), torch.randn(64, 1)
+    for _ in range(12):
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(models[0][0].weight, start)  # it moved: the agreement is not of idle weights
+
+
+@pytest.mark.parametrize("clamp", [10.0, None])
+def test_lamb_steps_by_the_clamped_weight_norm(clamp):
+    from efficient_bert.optim import Lamb
+
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(40, 40) * 2.0)  # norm ~80, above the clamp of 10
+    before, norm = weight.detach().clone(), float(weight.detach().norm())
+    optimizer = Lamb([weight], lr=1e-2, weight_decay=0.0, max_trust_norm=clamp)
+    weight.grad = torch.randn(40, 40)
+    optimizer.step()
+    # the step's norm is lr * phi(||W||): the trust ratio rescales the Adam direction to it
+    expected = 1e-2 * (min(norm, clamp) if clamp is not None else norm)
+    assert float((weight.detach() - before).norm()) == pytest.approx(expected, rel=1e-5)

@@ -1,7 +1,7 @@
 import pytest
 
 from efficient_bert.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
-from efficient_bert.registry import ConfigError
+from efficient_bert.registry import ConfigError, config_errors
 
 
 def test_trained_wordpiece_has_requested_vocab_and_bert_specials(tokenizer):
@@ -20,5 +20,8 @@ def test_encoding_wraps_in_cls_sep_and_decodes_back(tokenizer):
 def test_refuses_to_overwrite_and_missing_dir_is_a_clear_error(tokenizer_dir, tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         train_wordpiece(["a b c"], tokenizer_dir, vocab_size=100)
-    with pytest.raises(ConfigError, match="tokenizer directory not found: .*train-tokenizer"):
+    with pytest.raises(FileNotFoundError, match="tokenizer directory not found: .*train-tokenizer"):
+        load_tokenizer(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="^tokenizer.path: tokenizer directory not found: "), \
+            config_errors("tokenizer.path"):  # what a run's config layer makes of it
         load_tokenizer(tmp_path / "nope")

@@ -39,12 +39,14 @@ def test_pretraining_lowers_eval_loss_and_writes_checkpoint_and_hf_export(tmp_pa
     assert model.config.hidden_size == 64 and len(tok) == model.config.vocab_size == 2000
 
 
-def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir):
-    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", "optimizer.lrr=1")
+def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir, capsys):
+    from efficient_bert.train import main
+
+    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", "optimizer.lrr=1")  # the real command, once
     assert done.returncode == 2
     assert "has no option 'lrr' (did you mean 'lr'?)" in done.stderr
-    done = run_main(TINY, "tokenizer.path=/does/not/exist")
-    assert done.returncode == 2 and "tokenizer directory not found" in done.stderr
+    assert main([str(TINY), "tokenizer.path=/does/not/exist"]) == 2  # the same entry point, in this process
+    assert "error: tokenizer.path: tokenizer directory not found: /does/not/exist" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ COMMANDS = {
     "train-tokenizer": "efficient_bert.data.tokenizer",
     "convert": "efficient_bert.data.convert",
     "train": "efficient_bert.train",
-    "calibrate": "efficient_bert.calibrate",
+    "calibrate": "efficient_bert.budget.calibrate",
     "extract-il": "efficient_bert.extract_il",
     "finetune": "efficient_bert.eval.suite",
     "report": "efficient_bert.report",

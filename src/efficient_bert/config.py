@@ -54,11 +54,11 @@ class LoaderConfig:
 
 @dataclass
 class BudgetConfig:
-    """A training budget in hours (efficient_bert.callbacks.budget); every fraction is of the budget."""
+    """A training budget in hours (efficient_bert.budget); every fraction is of the budget."""
 
     hours: Optional[float] = None  # unset: no budget; max_duration alone ends the run
     clock: str = "wall"  # wall | rst (Reference System Time, needs `calibration`)
-    calibration: Optional[str] = None  # JSON written by `python -m efficient_bert.calibrate`
+    calibration: Optional[str] = None  # JSON written by `python -m efficient_bert.budget.calibrate`
     count_extra_forwards: bool = True  # selective backprop / RHO-loss / Sophia forwards count
     count_compilation: bool = False  # whether torch.compile's time inside steps counts (it depends on the cache)
     finetune_time_markers: list[float] = field(default_factory=list)  # HF exports, e.g. [0.5, 0.9]
@@ -175,7 +175,7 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
     (``yamls/methods/*.yaml``). A ``model``/``optimizer``/``scheduler`` section in a later file or
     a whole-section override (``scheduler={name: ...}``) replaces the earlier section; dotted keys
     (``scheduler.alpha_f=0.1``) edit it. ``schema`` is the dataclass the result must fit
-    (fine-tuning has its own, :class:`efficient_bert.eval.suite.FinetuneConfig`, whose replaced
+    (fine-tuning has its own, :class:`efficient_bert.eval.finetune_config.FinetuneConfig`, whose replaced
     section is ``tasks``).
     """
     paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]

@@ -43,14 +43,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from efficient_bert.data.tokenizer import load_tokenizer
     from efficient_bert.model.checkpoint import load_pretrained
     from efficient_bert.model.composer_mlm import ComposerMLM
-    from efficient_bert.registry import ConfigError
 
     try:
         tokenizer = load_tokenizer(args.tokenizer)
         model = ComposerMLM(load_pretrained(args.model, "masked_lm"), tokenizer)
         dataset = StreamingTextDataset(tokenizer, args.max_seq_len, local=args.data_local, split=args.split,
                                        shuffle=False, batch_size=args.batch_size)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     collator = MLMCollator(tokenizer, args.mlm_probability, seed=args.seed, vary_by_epoch=False)

@@ -8,16 +8,34 @@ Unknown names and unknown keys are errors that point at the nearest valid spelli
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import difflib
 import inspect
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+
+from efficient_bert.errors import ArgumentError
 
 
 class ConfigError(ValueError):
     """A configuration problem the user can fix; its message says what and how."""
+
+
+@contextlib.contextmanager
+def config_errors(where: str) -> Iterator[None]:
+    """The one place where a component's own exceptions become messages about YAML keys: an
+    :class:`ArgumentError` names ``<where>.<argument>``, any other ``ValueError`` or
+    ``FileNotFoundError`` from building the component names ``<where>``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ArgumentError as exc:
+        raise ConfigError(f"{where}.{exc.argument}: {exc}") from exc
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def nearest(word: str, choices: Iterable[str]) -> str:
@@ -183,6 +201,10 @@ class Registry:
         kwargs = dict(kwargs or {})
         self.check(name, kwargs, where=where)
         factory = self.entry(name).factory
+        types = parameter_types(factory)
+        for key, value in kwargs.items():  # YAML has lists only; a tuple parameter gets a tuple
+            if isinstance(value, list) and (typing.get_origin(types.get(key)) or types.get(key)) is tuple:
+                kwargs[key] = tuple(value)
         named = {p.name: p for p in inspect.signature(factory).parameters.values()
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         # Context (tokenizer, model, save_folder, ...) goes only to factories that ask for it by name.
@@ -190,4 +212,5 @@ class Registry:
         missing = [n for n, p in named.items() if p.default is p.empty and n not in kwargs and n not in context]
         if missing:
             raise ConfigError(f"{where or self.kind}: {self.kind} '{name}' needs {', '.join(missing)}")
-        return factory(**context, **kwargs)
+        with config_errors(where or self.kind):
+            return factory(**context, **kwargs)

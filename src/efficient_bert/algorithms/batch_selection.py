@@ -7,17 +7,27 @@ same rows of every entry.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from composer.core import State
+from composer.core import State, TimeUnit
 from composer.core.precision import get_precision_context
 from composer.utils import dist
 
-from efficient_bert.callbacks.budget import extra_forward
+from efficient_bert.budget import extra_forward
 
-PAD_VALUES = {"labels": -100}  # padding for other entries is 0: attention_mask 0 hides it from the model
+PAD_VALUES = {"labels": -100}
+
+
+@runtime_checkable
+class DrawsCandidatePool(Protocol):
+    """An algorithm that trains on ``train_batch_size`` rows it selects, each step, from a pool of
+    ``pool_size`` candidates (both over all processes): the dataloader's batch must be the pool.
+    A trainer builder sizes the loader from ``pool_size``; at most one such algorithm runs at a time."""
+
+    pool_size: int
+    train_batch_size: int  # padding for other entries is 0: attention_mask 0 hides it from the model
 
 
 def batch_rows(batch: Mapping[str, Any]) -> int:
@@ -91,14 +101,30 @@ def sequence_mlm_losses(model: torch.nn.Module, batch: Mapping[str, Any], chunk_
     return torch.cat(losses)
 
 
-def score_pool(state: State, chunk_rows: Optional[int] = None) -> torch.Tensor:
+def score_pool(state: State, chunk_rows: Optional[int] = None, eval_mode: bool = False) -> torch.Tensor:
     """Per-row MLM losses of ``state.batch`` (the candidate pool, still on the host at
     ``AFTER_DATALOADER``) under the training model, in the run's precision, as an extra forward
-    pass the training budget can exclude."""
+    pass the training budget can exclude; with ``eval_mode`` the model scores without dropout."""
     chunk = chunk_rows or (state.device_train_microbatch_size if isinstance(state.device_train_microbatch_size, int)
                            else None)
-    with extra_forward(state), get_precision_context(state.precision):
-        return sequence_mlm_losses(state.model, state.batch, chunk, state.device.batch_to_device)
+    was_training = state.model.training
+    state.model.train(not eval_mode and was_training)
+    try:
+        with extra_forward(state), get_precision_context(state.precision):
+            return sequence_mlm_losses(state.model, state.batch, chunk, state.device.batch_to_device)
+    finally:
+        state.model.train(was_training)
+
+
+def refuse_row_counted_duration(state: State, method: str) -> None:
+    """A method that trains fewer rows than the loader draws cannot honour a ``max_duration`` in
+    samples or tokens: Composer counts the rows drawn, before algorithms run."""
+    unit = state.max_duration.unit if state.max_duration is not None else None
+    if unit in (TimeUnit.SAMPLE, TimeUnit.TOKEN):
+        counted = "samples" if unit == TimeUnit.SAMPLE else "tokens"
+        raise ValueError(f"{method} skips rows that Composer counts as {counted}, so a max_duration of "
+                         f"{state.max_duration} would train less than it says: give it in batches or epochs, or "
+                         "set a training budget")
 
 
 def pool_and_train_rows(pool_size: int, train_batch_size: int, world_size: int) -> tuple[int, int]:

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
-import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from efficient_bert.model.layer_plan import truncated_to_depth
+from efficient_bert.model.checkpoint import export_hf
+from efficient_bert.registries import CALLBACKS
 
 log = logging.getLogger(__name__)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The ComposerModel inside DDP (Composer wraps it when world_size > 1)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
-def export_hf(composer_model: torch.nn.Module, folder: str | Path) -> Path:
-    """``save_pretrained`` the wrapped HF module and tokenizer of a ComposerMLM into ``folder``."""
-    wrapper = unwrap(composer_model)
-    folder = Path(folder)
-    with truncated_to_depth(wrapper.model, [wrapper.model.config]):  # mid layer-stacking: the trained layers
-        wrapper.model.save_pretrained(str(folder))
-    if getattr(wrapper, "tokenizer", None) is not None:
-        wrapper.tokenizer.save_pretrained(str(folder))
-    return folder
 
 
 class HFExport(Callback):
@@ -56,3 +41,9 @@ class HFExport(Callback):
             self.exported = export_hf(state.model, self.folder)
             log.info("HF export written to %s", self.exported)
         dist.barrier()
+
+
+@CALLBACKS.register("hf_export")
+def hf_export(save_folder: str, folder: Optional[str] = None, overwrite: bool = False) -> HFExport:
+    """The export as a run's callback; ``folder`` defaults to ``<save_folder>/hf``."""
+    return HFExport(folder or str(Path(save_folder) / "hf"), overwrite)

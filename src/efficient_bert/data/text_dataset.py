@@ -13,7 +13,7 @@ from streaming.base.dataset import _ShardState
 from streaming.base.hashing import get_hash
 from streaming.base.shared import SharedMemory
 
-from efficient_bert.registry import ConfigError
+from efficient_bert.errors import ArgumentError
 
 TEXT_COLUMN, TOKENS_COLUMN = "text", "tokens"
 
@@ -49,10 +49,10 @@ class StreamingTextDataset(StreamingDataset):
     def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: Optional[str] = None,
                  split: Optional[str] = None, shuffle: bool = False, **kwargs: Any):
         if max_seq_len < 8:
-            raise ConfigError(f"max_seq_len must be at least 8, got {max_seq_len}")
+            raise ArgumentError("max_seq_len", f"must be at least 8, got {max_seq_len}")
         index = Path(local, split or "", "index.json")
         if remote is None and not index.is_file():
-            raise ConfigError(f"no MDS index at {index}: convert a corpus first, e.g. "
+            raise FileNotFoundError(f"no MDS index at {index}: convert a corpus first, e.g. "
                               f"`python convert_c4.py --in_root CORPUS --out_root {local} --splits {split or 'train'}`, "
                               "or set `remote` to stream it from object storage")
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **kwargs)
@@ -66,7 +66,7 @@ class StreamingTextDataset(StreamingDataset):
             self.column = TEXT_COLUMN
         else:
             self.close()
-            raise ConfigError(f"shards under {Path(local, split or '')} have columns {sorted(columns)}; expected "
+            raise ValueError(f"shards under {Path(local, split or '')} have columns {sorted(columns)}; expected "
                               f"'{TEXT_COLUMN}' (convert_c4.py) or '{TOKENS_COLUMN}' (convert_c4.py --concat_tokens)")
 
     def tokenize(self, text: str) -> np.ndarray:

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Iterable, Optional
 
-from efficient_bert.registry import ConfigError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -46,13 +45,13 @@ def load_tokenizer(path: str | Path):
 
     path = Path(path)
     if not path.is_dir():
-        raise ConfigError(f"tokenizer directory not found: {path}. Train one with "
+        raise FileNotFoundError(f"tokenizer directory not found: {path}. Train one with "
                           f"`efficient-bert train-tokenizer --in_root CORPUS --out {path}` "
                           "or point tokenizer.path at a tokenizer saved with save_pretrained")
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     for name in ("pad_token_id", "mask_token_id"):
         if getattr(tokenizer, name) is None:
-            raise ConfigError(f"tokenizer at {path} has no {name.removesuffix('_id')} token; MLM needs both "
+            raise ValueError(f"tokenizer at {path} has no {name.removesuffix('_id')} token; MLM needs both "
                               "[PAD] and [MASK]")
     return tokenizer
 

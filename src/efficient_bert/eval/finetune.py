@@ -15,7 +15,6 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from efficient_bert.eval.job import MODEL_DIR, FinetuneJob
 from efficient_bert.eval.readers import Example, TaskDataError
-from efficient_bert.eval.tasks import TASKS, DataSource, Predictions, Recipe, Task
+from efficient_bert.eval.tasks import TASKS, DataSource, Predictions, Task
 from efficient_bert.model.checkpoint import load_pretrained
 from efficient_bert.optim import decoupled_adamw, param_groups
 

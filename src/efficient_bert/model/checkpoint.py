@@ -1,4 +1,4 @@
-"""Load a pretrained encoder for a task from an HF export folder or a Composer checkpoint.
+"""Load a pretrained encoder for a task from an HF export folder or a Composer checkpoint; export one.
 
 Works for both model families (``mosaic_bert`` and HF ``bert``): the Composer checkpoints written
 by :class:`~efficient_bert.model.composer_mlm.ComposerMLM` carry the model's HF config, so the
@@ -16,9 +16,11 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-import efficient_bert.model.mosaic_bert  # noqa: F401  (registers mosaic_bert with the Auto classes)
+from efficient_bert.auto_classes import register_auto_classes
+from efficient_bert.model.layer_plan import truncated_to_depth
 
 log = logging.getLogger(__name__)
+register_auto_classes()  # the Auto classes below load our exports
 
 TASKS = {"base": AutoModel, "masked_lm": AutoModelForMaskedLM, "sequence_classification": AutoModelForSequenceClassification}
 _NOT_CONFIG = ("model_type", "transformers_version", "architectures")
@@ -84,3 +86,19 @@ def _from_composer(path: Path, task: str, overrides: dict[str, Any]) -> PreTrain
                  ", ".join(unexpected[:5]), " ..." if len(unexpected) > 5 else "")
     model.tie_weights()
     return model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The ComposerModel inside DDP (Composer wraps it when world_size > 1)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def export_hf(composer_model: torch.nn.Module, folder: str | Path) -> Path:
+    """``save_pretrained`` the wrapped HF module and tokenizer of a ComposerMLM into ``folder``."""
+    wrapper = unwrap(composer_model)
+    folder = Path(folder)
+    with truncated_to_depth(wrapper.model, [wrapper.model.config]):  # mid layer-stacking: the trained layers
+        wrapper.model.save_pretrained(str(folder))
+    if getattr(wrapper, "tokenizer", None) is not None:
+        wrapper.tokenizer.save_pretrained(str(folder))
+    return folder

@@ -8,7 +8,8 @@ from transformers import BertConfig, BertForMaskedLM
 from transformers.models.bert.modeling_bert import BertLayer
 
 from efficient_bert.model.composer_mlm import ComposerMLM
-from efficient_bert.registry import ConfigError
+from efficient_bert.errors import ArgumentError
+from efficient_bert.registries import MODELS
 
 # bert-base-uncased's architecture; YAML keys override any of these.
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -23,8 +24,8 @@ CONFIG_KEYS = {k: v for k, v in BertConfig().to_dict().items()
 def hf_bert_config(vocab_size: int, pad_token_id: int, **overrides: Any) -> BertConfig:
     cfg = {**BERT_BASE, **overrides}
     if cfg["hidden_size"] % cfg["num_attention_heads"]:
-        raise ConfigError(f"model.hidden_size ({cfg['hidden_size']}) must be divisible by "
-                          f"model.num_attention_heads ({cfg['num_attention_heads']})")
+        raise ArgumentError("hidden_size", f"must be divisible by num_attention_heads ({cfg['num_attention_heads']}), "
+                                           f"got {cfg['hidden_size']}")
     return BertConfig(vocab_size=vocab_size, pad_token_id=pad_token_id, **cfg)
 
 
@@ -35,13 +36,16 @@ def build_hf_bert(tokenizer: Any, max_seq_len: int = 512, compile: bool = False,
     names), the fastest HF configuration of ``bench/throughput.py``."""
     config.setdefault("max_position_embeddings", max(512, max_seq_len))
     if config["max_position_embeddings"] < max_seq_len:
-        raise ConfigError(f"model.max_position_embeddings ({config['max_position_embeddings']}) is shorter "
-                          f"than max_seq_len ({max_seq_len})")
+        raise ArgumentError("max_position_embeddings", f"{config['max_position_embeddings']} is shorter than "
+                                                       f"max_seq_len ({max_seq_len})")
     module = BertForMaskedLM(hf_bert_config(len(tokenizer), tokenizer.pad_token_id, **config))
     module.fsdp_wrap_fn = is_bert_layer  # Composer's FSDP hook: one shard unit per encoder layer
     if compile:
         module.compile()
     return ComposerMLM(module, tokenizer)
+
+
+MODELS.register("hf_bert", build_hf_bert, extra_keys=CONFIG_KEYS)
 
 
 def is_bert_layer(module: Any) -> bool:

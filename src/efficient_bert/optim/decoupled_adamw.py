@@ -15,9 +15,12 @@ from typing import Any, Iterable, Sequence, Union
 
 import torch
 
+from efficient_bert.registries import OPTIMIZERS
+
 Params = Union[Iterable[torch.nn.Parameter], Iterable[dict[str, Any]]]
 
 
+@OPTIMIZERS.register("decoupled_adamw")
 def decoupled_adamw(params: Params, lr: float, betas: Sequence[float] = (0.9, 0.98), eps: float = 1e-6,
                     weight_decay: float = 1e-5, fused: bool = True) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` computing Composer's ``DecoupledAdamW`` update (see the module doc).

@@ -85,6 +85,33 @@ def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p:
     return "triton" if fits_triton and triton_usable(device) else "flex"
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """The attention backend for one device and dropout setting, resolved once (:func:`choose_backend`).
+
+    ``long`` runs a batch whose longest sequence ``main`` cannot take (only our Triton kernel has a
+    length limit): FlexAttention under ``auto``; None when the backend was named explicitly, which
+    makes such a batch an error. This per-batch fallback is the only choice left to run time.
+    """
+
+    main: str
+    long: Optional[str]
+
+    def for_batch(self, max_seqlen: int) -> str:
+        if self.main != "triton" or max_seqlen <= TRITON_MAX_SEQLEN:
+            return self.main
+        if self.long is None:
+            raise ValueError(f"attention 'triton' handles sequences of at most {TRITON_MAX_SEQLEN} tokens, this "
+                             f"batch has {max_seqlen}; choose attention: auto (it falls back to FlexAttention)")
+        return self.long
+
+
+def choose_backend(name: str, device: torch.device, dropout_p: float = 0.0) -> BackendChoice:
+    """:func:`resolve_backend` for ``device``, with the fallback for batches too long for it."""
+    main = resolve_backend(name, device, dropout_p)
+    return BackendChoice(main, ("flex" if name == "auto" else None) if main == "triton" else main)
+
+
 def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(batch, heads, seq, seq): ALiBi plus -inf on padded keys."""
     device = slopes.device

@@ -12,49 +12,20 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
 from efficient_bert.kernels import add_layer_norm, cross_entropy, geglu, geglu_reference, triton_usable
-from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, prepare_attention, resolve_backend
+from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, BackendChoice, attend, choose_backend,
+                                                       prepare_attention)
+from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
 from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
 
-KERNELS = ("auto", "triton", "torch")
-
-
-class MosaicBertConfig(PretrainedConfig):
-    model_type = "mosaic_bert"
-
-    def __init__(self, vocab_size: int = 30528, hidden_size: int = 768, num_hidden_layers: int = 12,
-                 num_attention_heads: int = 12, intermediate_size: int = 3072, hidden_dropout_prob: float = 0.1,
-                 attention_probs_dropout_prob: float = 0.0, layer_norm_eps: float = 1e-12,
-                 initializer_range: float = 0.02, type_vocab_size: int = 2, pad_token_id: int = 0,
-                 attention: str = "auto", kernels: str = "auto", prenorm: bool = False,
-                 pad_vocab_to_multiple_of: int = 64, classifier_dropout: Optional[float] = None, **kwargs):
-        if hidden_size % num_attention_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-                             f"({num_attention_heads})")
-        resolve_backend(attention, dropout_p=attention_probs_dropout_prob)
-        if kernels not in KERNELS:
-            raise ValueError(f"unknown kernels '{kernels}'; choose one of {', '.join(KERNELS)}")
-        m = pad_vocab_to_multiple_of
-        kwargs.setdefault("tie_word_embeddings", True)  # the MLM decoder shares the word embeddings
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
-        self.vocab_size = -(-vocab_size // m) * m if m > 1 else vocab_size
-        self.hidden_size, self.num_hidden_layers = hidden_size, num_hidden_layers
-        self.num_attention_heads, self.intermediate_size = num_attention_heads, intermediate_size
-        self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
-        self.layer_norm_eps, self.initializer_range = layer_norm_eps, initializer_range
-        self.type_vocab_size, self.attention, self.prenorm = type_vocab_size, attention, prenorm
-        self.kernels, self.classifier_dropout = kernels, classifier_dropout
-        self.pad_vocab_to_multiple_of = m
-
-
-def use_triton(kernels: str, x: torch.Tensor) -> bool:
-    """Whether the fused Triton kernels run for ``x`` (``auto``: whenever Triton can run on its device)."""
+def use_triton(kernels: str, device: torch.device) -> bool:
+    """Whether the fused Triton kernels run on ``device`` (``auto``: whenever Triton can run there)."""
     if kernels == "torch":
         return False
-    usable = triton_usable(x.device)
+    usable = triton_usable(device)
     if kernels == "triton" and not usable:
         raise RuntimeError("kernels: triton needs the triton package and a CUDA device; use kernels: auto")
     return usable
@@ -168,7 +139,18 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         self.layers = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(h, eps=config.layer_norm_eps) if config.prenorm else nn.Identity()
         self.compiled_embeddings = False
+        self._resolved: dict[tuple[torch.device, bool], tuple[BackendChoice, bool]] = {}
         self.post_init()
+
+    def backends(self, device: torch.device) -> tuple[BackendChoice, bool]:
+        """The attention backend and whether the fused Triton kernels run, for ``device`` and the current
+        mode (attention dropout only in training), resolved on the first step there and kept."""
+        key = (device, self.training)
+        if key not in self._resolved:
+            dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
+            self._resolved[key] = (choose_backend(self.config.attention, device, dropout),
+                                   use_triton(self.config.kernels, device))
+        return self._resolved[key]
 
     def get_input_embeddings(self):
         return self.word_embeddings
@@ -193,14 +175,11 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         if info is None:
             info = self.locate_tokens(input_ids, attention_mask)
         device = input_ids.device
-        backend = resolve_backend(self.config.attention, device,
-                                  self.config.attention_probs_dropout_prob if self.training else 0.0,
-                                  info.max_seqlen)
-        inputs = prepare_attention(backend, info, self.config.num_attention_heads, device,
+        attention, fused = self.backends(device)
+        inputs = prepare_attention(attention.for_batch(info.max_seqlen), info, self.config.num_attention_heads, device,
                                    _compute_dtype(device, self.word_embeddings.weight.dtype))
         flat_ids = input_ids.flatten()[info.indices]
         flat_types = token_type_ids.flatten()[info.indices]
-        fused = use_triton(self.config.kernels, self.word_embeddings.weight)
         embed = _compiled_embed() if self.compiled_embeddings else embed_tokens
         norm = self.embedding_norm
         x = embed(flat_ids, flat_types, self.word_embeddings.weight, self.token_type_embeddings.weight,
@@ -295,7 +274,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             masked = torch.nonzero_static(labelled, size=total).flatten()
         x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
         x, masked_labels = x.index_select(0, masked), flat_labels.index_select(0, masked)
-        if use_triton(self.config.kernels, x):
+        if self.bert.backends(x.device)[1]:
             # our kernel reads the bf16 logits once each way. It runs outside the compiled head: a
             # compiled region returning the logits beside the loss gets a zero gradient for them
             # in the backward and adds it to the loss's (0.5 ms per base step, docs/benchmarks.md)

@@ -11,12 +11,13 @@ import logging
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
-from composer.core import Algorithm, Event, State
+from composer.core import Event, State
 from composer.loggers import Logger
 
-from efficient_bert.callbacks.budget import find_budget, run_progress
+from efficient_bert.algorithms.dynamic_depth import DynamicDepthAlgorithm
+from efficient_bert.budget import run_progress
 from efficient_bert.model.layer_plan import LayerPlan, layer_plan
-from efficient_bert.optim.missing_state import CHECKPOINT_EVENTS, fill_missing_optimizer_state
+from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ def apply_layer_stacking(model: torch.nn.Module, depth: int, optimizers: Iterabl
     layer ``i - d``: the trained stack is repeated on top of itself, as Gong et al. do. Shrinking
     (at the start of training) copies nothing. Each new parameter is in the optimizers (added to
     its source's parameter group if it was not) with, per ``optimizer_state``: ``fresh`` no state
-    (default), ``copy`` a copy of its source's state, ``reset`` every parameter's state cleared
-    (NoTrainNoGain's setting). The parameters never change identity, so DDP and checkpoints hold
-    the same set throughout; layers beyond ``depth`` simply do not run.
+    (default; what NoTrainNoGain ran, whose reset flag is never passed), ``copy`` a copy of its
+    source's state, ``reset`` every parameter's state cleared. The parameters never change
+    identity, so DDP and checkpoints hold the same set throughout; layers beyond ``depth`` simply
+    do not run.
     """
     check_optimizer_state(optimizer_state)
     plan = layer_plan(model, layers_path)
@@ -86,7 +88,8 @@ def apply_layer_stacking(model: torch.nn.Module, depth: int, optimizers: Iterabl
     return plan
 
 
-class LayerStacking(Algorithm):
+@ALGORITHMS.register("layer_stacking")
+class LayerStacking(DynamicDepthAlgorithm):
     """Progressive stacking: train a shallow encoder, then double its depth by copying the trained
     layers on top, at fixed fractions of the run, until the model's full depth.
 
@@ -94,7 +97,7 @@ class LayerStacking(Algorithm):
     training starts with ``L / 2^n`` layers (or ``initial_depth``); the first batch whose progress
     reaches ``f_k`` first doubles the depth (layer ``i + d`` := layer ``i``). Progress is the
     fraction of the training budget used when the run has a
-    :class:`~efficient_bert.callbacks.TrainingBudget`, otherwise the elapsed fraction of
+    :class:`~efficient_bert.budget.TrainingBudget`, otherwise the elapsed fraction of
     ``max_duration``. Defaults follow NoTrainNoGain: ``stack_at=(0.125, 0.3)``, so a 12-layer
     model runs 3 layers, then 6 from 12.5% of the budget, then 12 from 30%; new layers start with
     fresh optimizer state. The LR schedule is not touched.
@@ -104,41 +107,31 @@ class LayerStacking(Algorithm):
     finds (our Mosaic BERT, HF BERT; others through ``layers_path``).
     """
 
+    events = (Event.BATCH_START,)
+
     def __init__(self, stack_at: Sequence[float] = (0.125, 0.3), initial_depth: Optional[int] = None,
                  optimizer_state: str = "fresh", layers_path: Optional[str] = None):
         stack_at = [float(f) for f in stack_at]
         if not stack_at or sorted(stack_at) != stack_at or not all(0.0 < f < 1.0 for f in stack_at):
             raise ValueError(f"stack_at must be increasing fractions in (0, 1), got {stack_at}")
         check_optimizer_state(optimizer_state)
+        super().__init__(layers_path)
         self.stack_at = stack_at
         self.initial_depth = initial_depth
         self.optimizer_state = optimizer_state
-        self.layers_path = layers_path
         self.depths: list[int] = []
         self.stage = 0  # stackings done
-        self._plan: Optional[LayerPlan] = None
 
     def __repr__(self) -> str:
         return (f"LayerStacking(stack_at={self.stack_at}, initial_depth={self.initial_depth}, "
                 f"optimizer_state={self.optimizer_state!r})")
 
-    @property
-    def find_unused_parameters(self) -> bool:
-        return True  # layers above the current depth get no gradient
+    def start(self, state: State) -> None:
+        self.depths = stacking_depths(self._plan.total, len(self.stack_at), self.initial_depth)
+        apply_layer_stacking(state.model, self.depths[self.stage], layers_path=self.layers_path)
 
-    def match(self, event: Event, state: State) -> bool:
-        return event in (Event.INIT, Event.BATCH_START, *CHECKPOINT_EVENTS)
-
-    def apply(self, event: Event, state: State, logger: Logger) -> None:
-        if event in CHECKPOINT_EVENTS:  # layers not stacked yet have no optimizer state
-            fill_missing_optimizer_state(state.optimizers)
-            return
-        if event == Event.INIT:
-            self._plan = layer_plan(state.model, self.layers_path)
-            self.depths = stacking_depths(self._plan.total, len(self.stack_at), self.initial_depth)
-            apply_layer_stacking(state.model, self.depths[self.stage], layers_path=self.layers_path)
-            return
-        progress = run_progress(state, find_budget(state))
+    def step(self, event: Event, state: State, logger: Logger) -> None:
+        progress = run_progress(state)
         grew = False
         while self.stage < len(self.stack_at) and progress >= self.stack_at[self.stage]:
             self.stage += 1

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from composer.core import Algorithm, Event, State, TimeUnit
+from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from efficient_bert.algorithms.batch_selection import batch_rows, select_rows
-from efficient_bert.callbacks.budget import find_budget, run_progress
+from efficient_bert.algorithms.batch_selection import batch_rows, refuse_row_counted_duration, select_rows
+from efficient_bert.budget import run_progress
+from efficient_bert.registries import ALGORITHMS
 
 
 def warmup_rows(progress: float, rows: int, min_fraction: float, warmup: float, multiple: int = 8) -> int:
@@ -39,6 +40,7 @@ def apply_batch_size_warmup(batch: Mapping[str, Any], rows: int) -> dict[str, An
     return select_rows(batch, range(min(rows, batch_rows(batch))))
 
 
+@ALGORITHMS.register("batch_size_warmup")
 class BatchSizeWarmup(Algorithm):
     """Trains the first ``warmup_rows(t, n, min_fraction, warmup, multiple)`` rows of each batch
     (ModernBERT's batch-size warmup), at ``AFTER_DATALOADER``, before Composer splits microbatches.
@@ -66,14 +68,9 @@ class BatchSizeWarmup(Algorithm):
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:
-            unit = state.max_duration.unit if state.max_duration is not None else None
-            if unit in (TimeUnit.SAMPLE, TimeUnit.TOKEN):
-                counted = "samples" if unit == TimeUnit.SAMPLE else "tokens"
-                raise ValueError(f"batch-size warmup skips rows that Composer counts as {counted}, so a "
-                                 f"max_duration of {state.max_duration} would train less than it says: give it "
-                                 "in batches or epochs, or set a training budget")
+            refuse_row_counted_duration(state, "batch-size warmup")
             return
-        progress = run_progress(state, find_budget(state))
+        progress = run_progress(state)
         rows = warmup_rows(progress, batch_rows(state.batch), self.min_fraction, self.warmup, self.multiple)
         state.batch = apply_batch_size_warmup(state.batch, rows)
         logger.log_metrics({"batch_size_warmup/rows": rows})

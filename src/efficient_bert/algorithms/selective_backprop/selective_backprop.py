@@ -20,8 +20,10 @@ from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from efficient_bert.algorithms.batch_selection import (batch_rows, concat_rows, pool_and_train_rows, score_pool,
+from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, batch_rows, concat_rows,
+                                                       pool_and_train_rows, refuse_row_counted_duration, score_pool,
                                                        select_rows, step_rows)
+from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ def apply_selective_backprop(pool: dict[str, Any], probabilities: torch.Tensor, 
     return trained, new_carry, filled
 
 
-class SelectiveBackprop(Algorithm):
+@ALGORITHMS.register("selective_backprop")
+class SelectiveBackprop(Algorithm, DrawsCandidatePool):
     """Train on the sequences with the highest MLM loss relative to recent ones.
 
     Rule, every step: the dataloader's batch is a pool of candidates (``pool_size`` rows, default
@@ -85,11 +88,14 @@ class SelectiveBackprop(Algorithm):
     Sizes are global; each rank selects from its own share of the pool. Draws come from a
     generator seeded with the run's seed, the rank and the batch index. The scoring forward is an
     extra forward of the training budget (``budget.count_extra_forwards``). The selection happens
-    at ``AFTER_DATALOADER``, before Composer splits the batch into microbatches.
+    at ``AFTER_DATALOADER``, before Composer splits the batch into microbatches. The scoring
+    forward runs in eval mode (no dropout), as Jiang et al. score; ``score_in_eval_mode=False``
+    scores in train mode. A ``max_duration`` in samples or tokens is refused: Composer would count
+    the whole pool.
     """
 
     def __init__(self, train_batch_size: int, beta: float = 1.0, pool_size: Optional[int] = None,
-                 history: int = 5000, score_batch_size: Optional[int] = None):
+                 history: int = 5000, score_batch_size: Optional[int] = None, score_in_eval_mode: bool = True):
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
         if history < 1:
@@ -100,6 +106,7 @@ class SelectiveBackprop(Algorithm):
         pool_and_train_rows(self.pool_size, self.train_batch_size, 1)  # checks the sizes
         self.history = collections.deque(maxlen=int(history))
         self.score_batch_size = score_batch_size
+        self.score_in_eval_mode = score_in_eval_mode
         self.carry: Optional[dict[str, Any]] = None
         self._generator = torch.Generator()
 
@@ -108,11 +115,14 @@ class SelectiveBackprop(Algorithm):
                 f"pool_size={self.pool_size}, history={self.history.maxlen})")
 
     def match(self, event: Event, state: State) -> bool:
-        return event == Event.AFTER_DATALOADER
+        return event in (Event.FIT_START, Event.AFTER_DATALOADER)
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.FIT_START:
+            refuse_row_counted_duration(state, "selective backprop")
+            return
         _, train_rows = step_rows(state, self.pool_size, self.train_batch_size, "selective backprop", "pool_size")
-        losses = score_pool(state, self.score_batch_size)
+        losses = score_pool(state, self.score_batch_size, self.score_in_eval_mode)
         self.history.extend(losses.tolist())
         probabilities = selection_probabilities(losses, torch.tensor(list(self.history)), self.beta)
         seed = (state.rank_zero_seed * 1_000_003 + dist.get_global_rank()) * 1_000_003 + int(state.timestamp.batch)

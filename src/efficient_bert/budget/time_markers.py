@@ -11,23 +11,22 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from efficient_bert.callbacks.budget import TrainingBudget
-from efficient_bert.callbacks.hf_export import export_hf
+from efficient_bert.budget.training_budget import find_budget
+from efficient_bert.model.checkpoint import export_hf
 
 log = logging.getLogger(__name__)
 
 
 class TimeMarkerExport(Callback):
-    """After the first step at which ``budget.fraction`` reaches each marker, write an HF export to
-    ``folder/marker-<m>`` (rank 0), once per marker, resumed runs included. Must come after the
+    """After the first step at which the run's budget fraction reaches each marker, write an HF export
+    to ``folder/marker-<m>`` (rank 0), once per marker, resumed runs included. Must come after the
     budget in the callback list; the export runs outside the budget's counted time.
     """
 
-    def __init__(self, budget: TrainingBudget, markers: Sequence[float], folder: str):
+    def __init__(self, markers: Sequence[float], folder: str):
         bad = [m for m in markers if not 0.0 < m <= 1.0]
         if bad:
             raise ValueError(f"finetune_time_markers are fractions of the budget in (0, 1], got {bad}")
-        self.budget = budget
         self.markers = sorted(set(float(m) for m in markers))
         self.folder = Path(folder)
         self.done: list[float] = []
@@ -35,18 +34,21 @@ class TimeMarkerExport(Callback):
     def path(self, marker: float) -> Path:
         return self.folder / f"marker-{marker:g}"
 
-    def fit_start(self, state: State, logger: Logger) -> None:
-        self.check_outputs()
-
     def check_outputs(self) -> None:
         taken = [str(self.path(m)) for m in self.markers if m not in self.done and self.path(m).exists()]
         if taken:
             raise FileExistsError(f"time-marker exports already exist: {', '.join(taken)}; move them or choose "
                                   "another save_folder")
 
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if find_budget(state) is None:
+            raise ValueError("TimeMarkerExport marks fractions of a training budget: add a TrainingBudget callback")
+        self.check_outputs()
+
     def batch_end(self, state: State, logger: Logger) -> None:
+        fraction = find_budget(state).fraction
         for marker in self.markers:
-            if marker not in self.done and self.budget.fraction >= marker:
+            if marker not in self.done and fraction >= marker:
                 if dist.get_global_rank() == 0:
                     export_hf(state.model, self.path(marker))
                     log.info("budget marker %g reached at %s: HF export in %s", marker, state.timestamp.batch,

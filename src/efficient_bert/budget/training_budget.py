@@ -11,7 +11,7 @@ the same step.
 
 RST (Kaddour et al. 2023, "No Train No Gain") counts time as the reference system would have spent
 on the same work: every wall-clock second here is worth ``rst_factor`` reference seconds, where the
-factor comes from ``python -m efficient_bert.calibrate`` on this machine. One budget then means the
+factor comes from ``python -m efficient_bert.budget.calibrate`` on this machine. One budget then means the
 same work on any GPU.
 
 Extra forward passes made to choose data or curvature (selective backprop, RHO-loss, Sophia's
@@ -54,7 +54,8 @@ class TrainingBudget(Callback):
         if clock not in ("wall", "rst"):
             raise ValueError(f"budget clock must be 'wall' or 'rst', got {clock!r}")
         if clock == "rst" and not (rst_factor and rst_factor > 0):
-            raise ValueError("an RST budget needs the machine's rst_factor: run `python -m efficient_bert.calibrate` "
+            raise ValueError("an RST budget needs the machine's rst_factor: run "
+                             "`python -m efficient_bert.budget.calibrate` "
                              "and pass its file as budget.calibration")
         self.seconds = hours * 3600.0
         self.clock = clock
@@ -169,16 +170,19 @@ class TrainingBudget(Callback):
         self.compile_seconds = float(state.get("compile_seconds", 0.0))
 
 
-def run_progress(state: State, budget: Optional[TrainingBudget]) -> float:
+def find_budget(state: State) -> Optional[TrainingBudget]:
+    """The run's budget: the :class:`TrainingBudget` among the Trainer's callbacks, if any. Every
+    component that follows the budget looks it up here, so each also works in a run without one."""
+    return next((cb for cb in state.callbacks if isinstance(cb, TrainingBudget)), None)
+
+
+def run_progress(state: State) -> float:
     """The fraction of the budget used, or of ``max_duration`` when the run has no budget."""
+    budget = find_budget(state)
     if budget is not None:
         return budget.fraction
     elapsed = state.get_elapsed_duration()
     return 0.0 if elapsed is None else float(elapsed.value)
-
-
-def find_budget(state: State) -> Optional[TrainingBudget]:
-    return next((cb for cb in state.callbacks if isinstance(cb, TrainingBudget)), None)
 
 
 @contextlib.contextmanager

@@ -25,8 +25,10 @@ import torch
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from efficient_bert.algorithms.batch_selection import (pool_and_train_rows, score_pool, select_rows,
+from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, pool_and_train_rows,
+                                                       refuse_row_counted_duration, score_pool, select_rows,
                                                        sequence_losses_from_logits, step_rows)
+from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +131,13 @@ def apply_rho_loss(pool: dict[str, Any], train_losses: torch.Tensor, irreducible
     return select_rows(pool, top.tolist()), reducible
 
 
-class RHOLoss(Algorithm):
+@ALGORITHMS.register("rho_loss")
+class RHOLoss(Algorithm, DrawsCandidatePool):
     """Train on the sequences whose loss the model can still reduce the most.
 
     Rule, every step: the dataloader's batch is a mega-batch of ``mega_batch_size`` candidates
-    (default 3072). A no-grad forward gives each candidate's training MLM loss (mean over its
-    masked tokens); its reducible loss is that minus its irreducible loss (the IL model's loss on
+    (default twice the trained batch, NoTrainNoGain's ratio: 3072 for 1536). A no-grad forward
+    gives each candidate's training MLM loss (mean over its masked tokens); its reducible loss is that minus its irreducible loss (the IL model's loss on
     the same sample, from ``il_losses``, looked up by ``sample_id``); the ``train_batch_size``
     candidates with the largest reducible loss are trained.
 
@@ -145,9 +148,9 @@ class RHOLoss(Algorithm):
     """
 
     def __init__(self, train_batch_size: int, il_losses: Union[str, Path, IrreducibleLosses],
-                 mega_batch_size: int = 3072, score_batch_size: Optional[int] = None):
+                 mega_batch_size: Optional[int] = None, score_batch_size: Optional[int] = None):
         self.train_batch_size = int(train_batch_size)
-        self.pool_size = int(mega_batch_size)
+        self.pool_size = int(mega_batch_size) if mega_batch_size is not None else 2 * self.train_batch_size
         pool_and_train_rows(self.pool_size, self.train_batch_size, 1)  # checks the sizes
         self.il = il_losses if isinstance(il_losses, IrreducibleLosses) else IrreducibleLosses.load(il_losses)
         self.score_batch_size = score_batch_size
@@ -161,6 +164,7 @@ class RHOLoss(Algorithm):
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:
+            refuse_row_counted_duration(state, "RHO-loss")
             self._check_coverage(state)
             return
         _, train_rows = step_rows(state, self.pool_size, self.train_batch_size, "RHO-loss", "mega_batch_size")

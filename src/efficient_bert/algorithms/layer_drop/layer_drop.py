@@ -10,12 +10,13 @@ import math
 from typing import Optional
 
 import torch
-from composer.core import Algorithm, Event, State
+from composer.core import Event, State
 from composer.loggers import Logger
 
-from efficient_bert.callbacks.budget import find_budget, run_progress
-from efficient_bert.model.layer_plan import LayerPlan, layer_plan
-from efficient_bert.optim.missing_state import CHECKPOINT_EVENTS, fill_missing_optimizer_state
+from efficient_bert.algorithms.dynamic_depth import DynamicDepthAlgorithm
+from efficient_bert.budget import run_progress
+from efficient_bert.model.layer_plan import layer_plan
+from efficient_bert.registries import ALGORITHMS
 
 
 def keep_probability(progress: float, theta_bar: float = 0.5, gamma: float = 100.0) -> float:
@@ -41,13 +42,14 @@ def apply_layer_drop(model: torch.nn.Module, theta: float, generator: Optional[t
     return plan.dropped
 
 
-class LayerDrop(Algorithm):
+@ALGORITHMS.register("layer_drop")
+class LayerDrop(DynamicDepthAlgorithm):
     """Progressive layer dropping: each training step skips encoder layers at random, more of them
     and deeper ones as training goes on.
 
     Schedule: at progress t in [0, 1] the global keep probability is θ(t) = (1 − θ̄)·e^(−γt) + θ̄
     and layer l of L (1-based) is kept with p_l = 1 − (l/L)(1 − θ(t)). Progress is the fraction of
-    the training budget used when the run has a :class:`~efficient_bert.callbacks.TrainingBudget`,
+    the training budget used when the run has a :class:`~efficient_bert.budget.TrainingBudget`,
     otherwise the elapsed fraction of ``max_duration``. Defaults θ̄ = 0.5 (the paper's) and γ = 100
     per run (NoTrainNoGain's γ = 100/T; Zhang & He's 0.001 per step is the same over 100k steps).
     L is the number of layers running (with :class:`LayerStacking`, the current depth).
@@ -58,36 +60,25 @@ class LayerDrop(Algorithm):
     evaluation runs every layer.
     """
 
+    events = (Event.BATCH_START, Event.BATCH_END)
+
     def __init__(self, theta_bar: float = 0.5, gamma: float = 100.0, layers_path: Optional[str] = None):
         if not 0.0 < theta_bar <= 1.0:
             raise ValueError(f"theta_bar (the final keep probability) must be in (0, 1], got {theta_bar}")
         if gamma < 0:
             raise ValueError(f"gamma must be non-negative, got {gamma}")
-        self.theta_bar, self.gamma, self.layers_path = theta_bar, gamma, layers_path
+        super().__init__(layers_path)
+        self.theta_bar, self.gamma = theta_bar, gamma
         self._generator = torch.Generator()
-        self._plan: Optional[LayerPlan] = None
 
     def __repr__(self) -> str:
         return f"LayerDrop(theta_bar={self.theta_bar}, gamma={self.gamma})"
 
-    @property
-    def find_unused_parameters(self) -> bool:
-        return True  # a dropped layer gets no gradient in that step
-
-    def match(self, event: Event, state: State) -> bool:
-        return event in (Event.INIT, Event.BATCH_START, Event.BATCH_END, *CHECKPOINT_EVENTS)
-
-    def apply(self, event: Event, state: State, logger: Logger) -> None:
-        if event in CHECKPOINT_EVENTS:  # a layer dropped in every step so far has no optimizer state
-            fill_missing_optimizer_state(state.optimizers)
-            return
-        if event == Event.INIT:
-            self._plan = layer_plan(state.model, self.layers_path)
-            return
+    def step(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.BATCH_END:  # nothing outside a training step sees a dropped layer
             self._plan.dropped = frozenset()
             return
-        theta = keep_probability(run_progress(state, find_budget(state)), self.theta_bar, self.gamma)
+        theta = keep_probability(run_progress(state), self.theta_bar, self.gamma)
         self._generator.manual_seed((state.rank_zero_seed * 1_000_003 + int(state.timestamp.batch)) % 2 ** 63)
         dropped = apply_layer_drop(state.model, theta, self._generator, self.layers_path)
         logger.log_metrics({"layer_drop/theta": theta, "layer_drop/running_layers": self._plan.depth - len(dropped)})

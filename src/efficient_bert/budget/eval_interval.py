@@ -7,7 +7,7 @@ from typing import Optional
 
 from composer.core import Event, State
 
-from efficient_bert.callbacks.budget import TrainingBudget, run_progress
+from efficient_bert.budget.training_budget import find_budget, run_progress
 
 
 class BudgetEvalInterval:
@@ -20,13 +20,12 @@ class BudgetEvalInterval:
     budget runs out is always evaluated.
     """
 
-    def __init__(self, every: float, budget: Optional[TrainingBudget] = None, begin_proportion: float = 0.0,
-                 end_proportion: float = 0.0, every_begin: Optional[float] = None,
-                 every_end: Optional[float] = None):
+    def __init__(self, every: float, begin_proportion: float = 0.0, end_proportion: float = 0.0,
+                 every_begin: Optional[float] = None, every_end: Optional[float] = None):
         for name, value in (("every", every), ("every_begin", every_begin), ("every_end", every_end)):
             if value is not None and not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} is a fraction of the budget in (0, 1], got {value}")
-        self.every, self.budget = every, budget
+        self.every = every
         self.begin_proportion, self.end_proportion = begin_proportion, end_proportion
         self.every_begin = every_begin or every
         self.every_end = every_end or every
@@ -42,11 +41,12 @@ class BudgetEvalInterval:
     def __call__(self, state: State, event: Event) -> bool:
         if event != Event.BATCH_END:
             return False
-        p = run_progress(state, self.budget)
+        p = run_progress(state)
         if self.next_point is None:  # first step of this process; a resumed run skips points passed
             self.next_point = self.step_at(0.0)
             self._advance_past(p)
-        if (self.budget is not None and self.budget.spent) or p >= 1.0:
+        budget = find_budget(state)
+        if (budget is not None and budget.spent) or p >= 1.0:
             return True
         if p < self.next_point:
             return False

@@ -29,7 +29,8 @@ from typing import Optional
 from composer.core import State
 from composer.optim import ComposerScheduler
 
-from efficient_bert.callbacks.budget import TrainingBudget, find_budget, run_progress
+from efficient_bert.budget.training_budget import find_budget, run_progress
+from efficient_bert.registries import SCHEDULERS
 
 CURVES = ("linear", "cosine", "exponential", "one_cycle", "wsd", "constant")
 
@@ -52,6 +53,7 @@ def budget_multiplier(progress: float, curve: str, warmup: float, alpha_f: float
     return 1.0
 
 
+@SCHEDULERS.register("budget")
 class BudgetSchedule(ComposerScheduler):
     """A Composer scheduler whose progress is the fraction of the training budget used.
 
@@ -60,11 +62,10 @@ class BudgetSchedule(ComposerScheduler):
         warmup: warm-up length as a fraction of the budget (``one_cycle``: the peak; default 0.5).
         alpha_f: final LR as a fraction of the base LR.
         cooldown: ``wsd`` only: the fraction of the budget, at its end, over which the LR cools down.
-        budget: the run's :class:`TrainingBudget`; found among the Trainer's callbacks when omitted.
     """
 
     def __init__(self, curve: str = "linear", warmup: Optional[float] = None, alpha_f: float = 0.0,
-                 cooldown: float = 0.2, budget: Optional[TrainingBudget] = None):
+                 cooldown: float = 0.2):
         if curve not in CURVES:
             raise ValueError(f"unknown schedule curve {curve!r}; choose from {', '.join(CURVES)}")
         warmup = (0.5 if curve == "one_cycle" else 0.06) if warmup is None else warmup
@@ -74,11 +75,11 @@ class BudgetSchedule(ComposerScheduler):
             raise ValueError("the exponential curve needs alpha_f > 0")
         if curve == "wsd" and not 0.0 < cooldown <= 1.0 - warmup:
             raise ValueError(f"cooldown is a fraction of the budget in (0, 1 - warmup], got {cooldown}")
-        self.curve, self.warmup, self.alpha_f, self.cooldown, self.budget = curve, warmup, alpha_f, cooldown, budget
+        self.curve, self.warmup, self.alpha_f, self.cooldown = curve, warmup, alpha_f, cooldown
 
     def progress(self, state: State) -> float:
-        budget = self.budget or find_budget(state)
-        return budget.expected_fraction(steps_ahead=2) if budget is not None else run_progress(state, None)
+        budget = find_budget(state)
+        return budget.expected_fraction(steps_ahead=2) if budget is not None else run_progress(state)
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
         return budget_multiplier(self.progress(state), self.curve, self.warmup, self.alpha_f, self.cooldown)

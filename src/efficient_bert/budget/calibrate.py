@@ -1,6 +1,6 @@
 """Measure this machine against the reference system, for budgets in Reference System Time (RST).
 
-    python -m efficient_bert.calibrate --out runs/rst.json        (or: efficient-bert calibrate ...)
+    python -m efficient_bert.budget.calibrate --out runs/rst.json        (or: efficient-bert calibrate ...)
 
 The reference workload is a fixed Mosaic BERT MLM training step (seeded random tokens, full rows of
 128, 30% masked; bf16 autocast with our kernels on a GPU, fp32 on the CPU), timed after warm-up.
@@ -90,12 +90,13 @@ def load_rst_factor(path: str | Path) -> float:
     """The ``rst_factor`` of a calibration file, with a clear error when it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no RST calibration at {path}; run `python -m efficient_bert.calibrate --out {path}`")
+        raise FileNotFoundError(f"no RST calibration at {path}; run "
+                                f"`python -m efficient_bert.budget.calibrate --out {path}`")
     try:
         factor = float(json.loads(path.read_text())["rst_factor"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a calibration file (no numeric rst_factor); write it again with "
-                         "`python -m efficient_bert.calibrate`") from exc
+                         "`python -m efficient_bert.budget.calibrate`") from exc
     if not factor > 0:
         raise ValueError(f"{path}: rst_factor must be positive, got {factor}")
     return factor

@@ -9,7 +9,7 @@ from typing import Optional
 from composer.core import Callback, State
 from composer.loggers import Logger
 
-from efficient_bert.callbacks.budget import TrainingBudget, run_progress
+from efficient_bert.budget.training_budget import run_progress
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +18,11 @@ class BudgetEarlyStop(Callback):
     """At the first evaluation at or after ``at_fraction`` of the budget (or of ``max_duration``
     without one), stop if ``<label>/<metric>`` exceeds ``max_eval_loss``. Checked once."""
 
-    def __init__(self, at_fraction: float, max_eval_loss: float, budget: Optional[TrainingBudget] = None,
-                 label: str = "eval", metric: str = "LanguageCrossEntropy"):
+    def __init__(self, at_fraction: float, max_eval_loss: float, label: str = "eval",
+                 metric: str = "LanguageCrossEntropy"):
         if not 0.0 < at_fraction <= 1.0:
             raise ValueError(f"early_stop_time is a fraction of the budget in (0, 1], got {at_fraction}")
-        self.at_fraction, self.max_eval_loss, self.budget = at_fraction, max_eval_loss, budget
+        self.at_fraction, self.max_eval_loss = at_fraction, max_eval_loss
         self.label, self.metric = label, metric
         self.checked = False
         self.stopped_at: Optional[int] = None
@@ -30,7 +30,7 @@ class BudgetEarlyStop(Callback):
     def eval_end(self, state: State, logger: Logger) -> None:
         if self.checked:
             return
-        progress = run_progress(state, self.budget)
+        progress = run_progress(state)
         metric = state.eval_metrics.get(self.label, {}).get(self.metric)
         if progress < self.at_fraction or metric is None:
             return
