@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from composer.core import Callback, Event
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -78,6 +79,28 @@ def tiny_mosaic(layers: int = 4, vocab_size: int = 2000):
     cfg = MosaicBertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                            intermediate_size=64, attention="eager", kernels="torch", hidden_dropout_prob=0.0)
     return ComposerMLM(MosaicBertForMaskedLM(cfg))
+
+
+class StepWatch(Callback):
+    """Per training step of a ``tiny_hf_bert`` model: the rows trained, their sample ids, and how many
+    encoder layers ran."""
+
+    def __init__(self, model):
+        self.rows, self.ids, self.layers = [], [], []
+        self._ran = 0
+        for layer in model.model.bert.encoder.layer:
+            layer.register_forward_hook(self._count)
+
+    def _count(self, *args):
+        self._ran += 1
+
+    def run_event(self, event, state, logger):
+        if event == Event.BEFORE_FORWARD:
+            self.rows.append(int(state.batch["input_ids"].shape[0]))
+            self.ids.append(state.batch["sample_id"].tolist())
+            self._ran = 0
+        elif event == Event.AFTER_FORWARD and state.model.training:
+            self.layers.append(self._ran)
 
 
 def tiny_hf_bert(tokenizer, layers: int = 1):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from composer import Trainer
-from composer.core import Callback, Event
+from composer.core import Callback
 
-from conftest import tiny_hf_bert
+from conftest import StepWatch, tiny_hf_bert
 from efficient_bert.algorithms import (IrreducibleLosses, LayerDrop, LayerStacking, RHOLoss, SelectiveBackprop,
                                        SophiaHessian)
 from efficient_bert.algorithms.layer_drop import keep_probability, layer_keep_probabilities
@@ -18,27 +18,6 @@ from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.optim import SophiaG
 
 pytestmark = pytest.mark.slow
-
-
-class Watch(Callback):
-    """Per step: the rows trained, their sample ids, and how many encoder layers ran."""
-
-    def __init__(self, model):
-        self.rows, self.ids, self.layers = [], [], []
-        self._ran = 0
-        for layer in model.model.bert.encoder.layer:
-            layer.register_forward_hook(self._count)
-
-    def _count(self, *args):
-        self._ran += 1
-
-    def run_event(self, event, state, logger):
-        if event == Event.BEFORE_FORWARD:
-            self.rows.append(int(state.batch["input_ids"].shape[0]))
-            self.ids.append(state.batch["sample_id"].tolist())
-            self._ran = 0
-        elif event == Event.AFTER_FORWARD and state.model.training:
-            self.layers.append(self._ran)
 
 
 @pytest.fixture
@@ -57,7 +36,7 @@ def loader(tokenizer, token_mds):
 
 
 def fit(model, train, algorithms, batches=10, optimizer=None):
-    watch = Watch(model)
+    watch = StepWatch(model)
     trainer = Trainer(model=model, train_dataloader=train, max_duration=f"{batches}ba", device="cpu", seed=3,
                       algorithms=algorithms, callbacks=[watch], optimizers=optimizer, progress_bar=False)
     trainer.fit()

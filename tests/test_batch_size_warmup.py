@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from composer.core import Callback, Event
 
-from conftest import mlm_batch, tiny_hf_bert
+from conftest import StepWatch, mlm_batch, tiny_hf_bert
 from efficient_bert.algorithms import BatchSizeWarmup, apply_batch_size_warmup, warmup_rows
 
 
@@ -27,15 +26,6 @@ def test_the_first_rows_of_every_entry_are_kept(tokenizer):
     assert kept["seq_lengths"] == batch["seq_lengths"][:4] and kept["masked_counts"] == batch["masked_counts"][:4]
 
 
-class TrainedRows(Callback):
-    def __init__(self):
-        self.rows = []
-
-    def run_event(self, event, state, logger):
-        if event == Event.BEFORE_FORWARD:
-            self.rows.append(int(state.batch["input_ids"].shape[0]))
-
-
 @pytest.mark.slow
 def test_in_a_plain_trainer_around_hf_bert_the_batch_grows_on_schedule(tokenizer, token_mds):
     from composer import Trainer
@@ -44,7 +34,7 @@ def test_in_a_plain_trainer_around_hf_bert_the_batch_grows_on_schedule(tokenizer
 
     model = tiny_hf_bert(tokenizer)
     loader = build_mlm_dataloader(tokenizer, 32, local=str(token_mds), split="train", max_seq_len=64, num_workers=0)
-    seen = TrainedRows()
+    seen = StepWatch(model)
     trainer = Trainer(model=model, train_dataloader=loader, max_duration="10ba", device="cpu",
                       algorithms=[BatchSizeWarmup(warmup=0.5, min_fraction=0.25)], callbacks=[seen])
     trainer.fit()

@@ -40,13 +40,13 @@ def test_backends_agree_with_eager(backend):
 
 
 def test_auto_backend_choice():
-    from efficient_bert.model.mosaic_bert.attention import resolve_backend
+    from efficient_bert.model.mosaic_bert.attention import BackendChoice, resolve_backend
 
     assert resolve_backend("auto", torch.device("cpu")) == "sdpa"
     with pytest.raises(ValueError, match="no attention dropout"):
         resolve_backend("flex", dropout_p=0.1)
     with pytest.raises(ValueError, match="at most 128 tokens"):
-        resolve_backend("triton", max_seqlen=256)
+        BackendChoice("triton", None).for_batch(256)  # the one place the length limit is checked
 
 
 def test_backends_are_resolved_once_per_device_and_mode_with_an_explicit_long_batch_fallback():

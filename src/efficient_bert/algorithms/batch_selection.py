@@ -17,7 +17,7 @@ from composer.utils import dist
 
 from efficient_bert.budget import extra_forward
 
-PAD_VALUES = {"labels": -100}
+PAD_VALUES = {"labels": -100}  # padding for other entries is 0: attention_mask 0 hides it from the model
 
 
 @runtime_checkable
@@ -27,7 +27,7 @@ class DrawsCandidatePool(Protocol):
     A trainer builder sizes the loader from ``pool_size``; at most one such algorithm runs at a time."""
 
     pool_size: int
-    train_batch_size: int  # padding for other entries is 0: attention_mask 0 hides it from the model
+    train_batch_size: int
 
 
 def batch_rows(batch: Mapping[str, Any]) -> int:

@@ -137,9 +137,10 @@ class RHOLoss(Algorithm, DrawsCandidatePool):
 
     Rule, every step: the dataloader's batch is a mega-batch of ``mega_batch_size`` candidates
     (default twice the trained batch, NoTrainNoGain's ratio: 3072 for 1536). A no-grad forward
-    gives each candidate's training MLM loss (mean over its masked tokens); its reducible loss is that minus its irreducible loss (the IL model's loss on
-    the same sample, from ``il_losses``, looked up by ``sample_id``); the ``train_batch_size``
-    candidates with the largest reducible loss are trained.
+    gives each candidate's training MLM loss (mean over its masked tokens); its reducible loss is
+    that minus its irreducible loss (the IL model's loss on the same sample, from ``il_losses``,
+    looked up by ``sample_id``); the ``train_batch_size`` candidates with the largest reducible
+    loss are trained.
 
     Sizes are global; each rank selects from its own share. The scoring forward is an extra forward
     of the training budget (``budget.count_extra_forwards``). The IL losses were computed under a

@@ -51,14 +51,13 @@ def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0,
-                    max_seqlen: Optional[int] = None) -> str:
-    """The backend to run; ``auto`` takes the fastest one that supports the device and the batch.
+def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
+    """The backend to run; ``auto`` takes the fastest one that supports the device.
 
     On CUDA, fastest first (``bench/throughput.py``): flash-attn if installed, our Triton kernel
-    for sequences of at most 128 tokens, FlexAttention, SDPA; the Triton kernel and FlexAttention
-    have no attention dropout. On CPU: SDPA. Without a device (config checks) only the name and the
-    dropout setting are checked.
+    (sequences of at most 128 tokens: :class:`BackendChoice` falls back for longer batches),
+    FlexAttention, SDPA; the Triton kernel and FlexAttention have no attention dropout. On CPU:
+    SDPA. Without a device (config checks) only the name and the dropout setting are checked.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
@@ -68,12 +67,8 @@ def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p:
     if name == "flash_attn" and not flash_attn_available():
         raise ValueError("attention 'flash_attn' needs the flash-attn package (pip install flash-attn); "
                          "choose attention: auto to fall back to our Triton kernel, FlexAttention or SDPA")
-    fits_triton = max_seqlen is None or max_seqlen <= TRITON_MAX_SEQLEN
     if name == "triton" and device is not None and not triton_usable(device):
         raise ValueError("attention 'triton' needs the triton package and a CUDA device; choose attention: auto")
-    if name == "triton" and not fits_triton:
-        raise ValueError(f"attention 'triton' handles sequences of at most {TRITON_MAX_SEQLEN} tokens, this batch "
-                         f"has {max_seqlen}; choose attention: auto (it falls back to FlexAttention or SDPA)")
     if name != "auto":
         return name
     if device is None or device.type != "cuda":
@@ -82,7 +77,7 @@ def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p:
         return "flash_attn"
     if dropout_p > 0:
         return "sdpa"
-    return "triton" if fits_triton and triton_usable(device) else "flex"
+    return "triton" if triton_usable(device) else "flex"
 
 
 @dataclass(frozen=True)
