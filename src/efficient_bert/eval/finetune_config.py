@@ -10,6 +10,7 @@ from efficient_bert.config import check_keys, load_config
 from efficient_bert.eval.tasks import TASKS, DataSource, Recipe
 from efficient_bert.registry import ConfigError, nearest
 
+
 DEFAULT = "default"
 
 

@@ -18,6 +18,7 @@ from efficient_bert.eval.readers import TaskDataError
 from efficient_bert.eval.tasks import TASKS, DataSource
 from efficient_bert.registry import ConfigError
 
+
 def plan(cfg: FinetuneConfig) -> list[FinetuneJob]:
     """Every (task, seed) job, each start_from source before the tasks that need it."""
     recipes = {name: recipe_for(cfg, name) for name in cfg.tasks}

@@ -22,6 +22,7 @@ from efficient_bert.eval.scheduling import check_inputs, finished, plan, run_par
 from efficient_bert.eval.summary import summarize, to_markdown
 from efficient_bert.registry import ConfigError
 
+
 def run_suite(cfg: FinetuneConfig) -> dict[str, Any]:
     jobs = plan(cfg)
     check_inputs(cfg, jobs)

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from efficient_bert.eval.tasks import TASKS
 
+
 def task_score(metrics: dict[str, dict[str, float]]) -> float:
     """The mean of a task's metrics over its splits (GLUE/SuperGLUE leaderboard convention)."""
     return statistics.mean(statistics.mean(m.values()) for m in metrics.values())

@@ -2,8 +2,8 @@
 
 The method's README (paper, schedule, example) is beside this file."""
 
-from efficient_bert.algorithms.layer_stacking.layer_stacking import (
-    OPTIMIZER_STATES, stacking_depths, check_optimizer_state, apply_layer_stacking, LayerStacking,
-)
+from efficient_bert.algorithms.layer_stacking.layer_stacking import (LayerStacking, OPTIMIZER_STATES,
+                                                                     apply_layer_stacking, check_optimizer_state,
+                                                                     stacking_depths)
 
 __all__ = ["LayerStacking", "OPTIMIZER_STATES", "apply_layer_stacking", "check_optimizer_state", "stacking_depths"]

@@ -2,8 +2,7 @@
 
 The method's README (paper, schedule, example) is beside this file."""
 
-from efficient_bert.algorithms.rho_loss.rho_loss import (
-    IrreducibleLosses, extract_irreducible_losses, apply_rho_loss, RHOLoss,
-)
+from efficient_bert.algorithms.rho_loss.rho_loss import (IrreducibleLosses, RHOLoss, apply_rho_loss,
+                                                         extract_irreducible_losses)
 
 __all__ = ["IrreducibleLosses", "RHOLoss", "apply_rho_loss", "extract_irreducible_losses"]

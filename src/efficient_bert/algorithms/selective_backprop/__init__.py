@@ -2,9 +2,9 @@
 
 The method's README (paper, schedule, example) is beside this file."""
 
-from efficient_bert.algorithms.selective_backprop.selective_backprop import (
-    loss_percentiles, selection_probabilities, draw_selected, apply_selective_backprop, SelectiveBackprop,
-)
+from efficient_bert.algorithms.selective_backprop.selective_backprop import (SelectiveBackprop,
+                                                                             apply_selective_backprop, draw_selected,
+                                                                             loss_percentiles, selection_probabilities)
 
 __all__ = ["SelectiveBackprop", "apply_selective_backprop", "draw_selected", "loss_percentiles",
            "selection_probabilities"]

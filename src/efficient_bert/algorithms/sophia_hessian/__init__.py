@@ -2,8 +2,7 @@
 
 The method's README (paper, schedule, example) is beside this file."""
 
-from efficient_bert.algorithms.sophia_hessian.sophia_hessian import (
-    sampled_label_loss, apply_sophia_hessian, SophiaHessian,
-)
+from efficient_bert.algorithms.sophia_hessian.sophia_hessian import (SophiaHessian, apply_sophia_hessian,
+                                                                     sampled_label_loss)
 
 __all__ = ["SophiaHessian", "apply_sophia_hessian", "sampled_label_loss"]
