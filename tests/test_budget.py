@@ -20,14 +20,14 @@ class FakeClock:
 
 
 class Ticks(Callback):
-    """Each training step takes 10 fake seconds; each evaluation 100 (which must not count)."""
+    """Each training step takes ``step`` fake seconds (10); each evaluation 100 (which must not count)."""
 
-    def __init__(self, clock):
-        self.clock = clock
+    def __init__(self, clock, step=10.0):
+        self.clock, self.step = clock, step
 
     def run_event(self, event, state, logger):
         if event == Event.AFTER_DATALOADER:
-            self.clock.now += 10.0
+            self.clock.now += self.step
         elif event == Event.EVAL_START:
             self.clock.now += 100.0
 
@@ -112,7 +112,7 @@ def test_calibration_file_is_read_and_checked(tmp_path):
         load_rst_factor(path)
 
 
-def build(tmp_path, tokenizer_dir, token_mds, *overrides):
+def build(tmp_path, tokenizer_dir, token_mds, *overrides, step_seconds=10.0):
     from efficient_bert.builders import build_trainer
     from efficient_bert.config import load_config
 
@@ -125,7 +125,7 @@ def build(tmp_path, tokenizer_dir, token_mds, *overrides):
     budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
     clock = FakeClock()
     budget.timer = clock
-    run.trainer.state.callbacks.append(Ticks(clock))
+    run.trainer.state.callbacks.append(Ticks(clock, step_seconds))
     return run, budget
 
 
@@ -190,3 +190,137 @@ def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path, capsys)
     with pytest.raises(SystemExit, match="exists"):  # never overwritten, and refused before measuring
         main(["--size", "tiny", "--steps", "100", "--out", str(out)])
     assert time.monotonic() - start < 1
+
+
+# prices for tiny-cpu.yaml's model (HF BERT, 64 wide, 2 layers) at its rows of 64 tokens: a training
+# pass over 16 rows costs 4 s with one layer running and 10 s with both; a forward pass 1 s and 3 s
+TINY_COSTS = {"model": {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256},
+              "seq_len": 64, "rows": 16, "train": [4.0, 10.0], "forward": [1.0, 3.0]}
+
+
+def test_cost_table_prices_passes_by_running_layers_and_rows(tmp_path):
+    from efficient_bert.budget.cost_table import CostTable
+
+    table = CostTable.load(write_costs(tmp_path))
+    assert table.price(2, 16) == 10.0 and table.price(1, 16) == 4.0 and table.price(2, 8) == 5.0
+    assert table.price(2, 32, backward=False) == 6.0 and table.price(1, 16, backward=False) == 1.0
+    with pytest.raises(ValueError, match="3 running layers is outside this cost table's 1..2"):
+        table.price(3, 16)
+    with pytest.raises(ValueError, match="one train and one forward price per layer count"):
+        CostTable(model=TINY_COSTS["model"], seq_len=64, rows=16, train=(1.0,), forward=(1.0, 2.0))
+    with pytest.raises(FileNotFoundError, match="calibrate --cost-table --out"):
+        CostTable.load(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"rows": 16}))
+    with pytest.raises(ValueError, match="is not a cost table"):
+        CostTable.load(tmp_path / "bad.json")
+
+
+def write_costs(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(TINY_COSTS))
+    return str(path)
+
+
+def reference_run(tmp_path, tokenizer_dir, token_mds, *overrides, step_seconds=10.0):
+    return build(tmp_path, tokenizer_dir, token_mds, "budget.clock=reference",
+                 f"budget.cost_table={write_costs(tmp_path)}", "budget.finetune_time_markers=[]", *overrides,
+                 step_seconds=step_seconds)
+
+
+class LayersRun(Callback):
+    """How many encoder layers each training step ran, counted by hooks on the layers themselves."""
+
+    def __init__(self, model):
+        self.per_step, self._ran = [], 0
+        for layer in model.model.bert.encoder.layer:
+            layer.register_forward_hook(self._count)
+
+    def _count(self, *args):
+        self._ran += 1
+
+    def run_event(self, event, state, logger):
+        if event == Event.BEFORE_FORWARD:
+            self._ran = 0
+        elif event == Event.AFTER_FORWARD and state.model.training:
+            self.per_step.append(self._ran)
+
+
+@pytest.mark.slow
+def test_reference_clock_trains_the_same_steps_whatever_the_wall_clock(tmp_path, tokenizer_dir, token_mds):
+    # 0.1 h = 360 reference s; each step trains 16 rows with both layers: 10 s, so 36 steps, on a
+    # machine that takes 10 s a step and on one that takes 1000
+    steps = []
+    for wall in (10.0, 1000.0):
+        run, budget = reference_run(tmp_path / str(wall), tokenizer_dir, token_mds, step_seconds=wall)
+        run.fit()
+        steps.append(int(run.trainer.state.timestamp.batch))
+        assert budget.charged_seconds == 360.0 and budget.fraction == 1.0
+        assert budget.wall_seconds == 36 * wall  # still kept, for the record
+        assert [r["batch"] for r in run.eval_history.records] == [9, 18, 27, 36]
+        run.close()
+    assert steps == [36, 36]
+
+
+@pytest.mark.slow
+def test_reference_clock_charges_stacked_layers_and_scored_rows(tmp_path, tokenizer_dir, token_mds):
+    # layer stacking: steps with one layer cost 4 s, with two 10 s
+    run, budget = reference_run(tmp_path / "stack", tokenizer_dir, token_mds,
+                                "algorithms.layer_stacking={stack_at: [0.3], optimizer_state: fresh}")
+    layers = LayersRun(run.trainer.state.model)
+    run.trainer.state.callbacks.append(layers)
+    run.fit()
+    assert set(layers.per_step) == {1, 2} and len(layers.per_step) == int(run.trainer.state.timestamp.batch)
+    assert budget.charged_seconds == sum(4.0 if k == 1 else 10.0 for k in layers.per_step)
+    assert budget.charged_seconds - (4.0 if layers.per_step[-1] == 1 else 10.0) < 360.0 <= budget.charged_seconds
+    run.close()
+
+    # selective backprop scores a pool of 32 rows forward-only (2 x 3 s) and trains 16 (10 s): 16 s a
+    # step, so the budget ends after 23 steps (368 s); the scoring is free when extra forwards do not count
+    for count, steps, charged in ((True, 23, 368.0), (False, 36, 360.0)):
+        run, budget = reference_run(tmp_path / f"sb-{count}", tokenizer_dir, token_mds,
+                                    "algorithms.selective_backprop={beta: 1.0}", f"budget.count_extra_forwards={count}")
+        run.fit()
+        assert int(run.trainer.state.timestamp.batch) == steps and budget.charged_seconds == charged
+        run.close()
+
+
+def test_cost_table_must_price_the_model_and_rows_of_the_run(tmp_path, tokenizer_dir, token_mds):
+    from efficient_bert.builders import build_budget
+    from efficient_bert.config import BudgetConfig
+    from efficient_bert.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="^budget: the reference clock charges prices from a cost table"):
+        build_budget(BudgetConfig(hours=1.0, clock="reference"), None)
+    with pytest.raises(ConfigError, match="^budget.cost_table: no cost table at"):
+        build_budget(BudgetConfig(hours=1.0, clock="reference", cost_table=str(tmp_path / "x.json")), None)
+    with pytest.raises(ConfigError, match=r"^budget.cost_table: the cost table prices rows of 64 tokens and this "
+                                          r"run's rows have 32; .*--seq 32"):
+        reference_run(tmp_path, tokenizer_dir, token_mds, "variables.max_seq_len=32")
+    with pytest.raises(ConfigError, match=r"^budget.cost_table: the cost table was measured for another model: "
+                                          r"hidden_size 64 \(model: 128\)"):
+        reference_run(tmp_path, tokenizer_dir, token_mds, "model.hidden_size=128")
+
+
+def test_calibrate_measures_a_cost_table_for_every_layer_count(tmp_path):
+    from efficient_bert.budget.calibrate import main
+    from efficient_bert.budget.cost_table import CostTable
+
+    out = tmp_path / "costs.json"
+    assert main(["--cost-table", "--size", "tiny", "--rows", "2", "--seq", "16", "--steps", "1", "--out", str(out)]) == 0
+    table = CostTable.load(out)
+    assert table.model == {"model_type": "mosaic_bert", "hidden_size": 128, "num_hidden_layers": 2,
+                           "intermediate_size": 512}
+    assert (table.rows, table.seq_len, len(table.train), len(table.forward)) == (2, 16, 2, 2)
+    assert table.measured_on["device"] == "cpu" and table.measured_on["steps"] == 1
+
+
+def test_shipped_cost_table_prices_mosaic_bert_base_at_128_tokens():
+    from efficient_bert.budget.cost_table import CostTable
+    from efficient_bert.model.mosaic_bert import SIZES, MosaicBertConfig, MosaicBertForMaskedLM
+
+    table = CostTable.load(ROOT / "yamls" / "budget" / "cost-mosaic-bert-base-h200.json")
+    table.check_model(MosaicBertForMaskedLM(MosaicBertConfig(vocab_size=30528, **SIZES["base"])), 128)
+    assert table.measured_on["device"] == "NVIDIA H200" and table.rows == 256
+    # every layer adds to a pass, and a forward pass is cheaper than a training pass
+    assert all(a < b for a, b in zip(table.train, table.train[1:])) and all(a < b for a, b in zip(table.forward, table.train))

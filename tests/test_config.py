@@ -167,7 +167,8 @@ def test_every_shipped_yaml_passes_the_checks():
     for path in [*sorted((ROOT / "yamls").glob("*.yaml")), *sorted(pretrain.glob("mosaic-*.yaml"))]:
         check_components(load_config(path))
     # the files that add to a run: each method, and the HF peer of the budget recipe
-    for layer in [*sorted((ROOT / "yamls" / "methods").glob("*.yaml")), pretrain / "hf-bert-budget.yaml"]:
+    for layer in [*sorted((ROOT / "yamls" / "methods").glob("*.yaml")), *sorted((ROOT / "yamls" / "budget").glob("*.yaml")),
+                  pretrain / "hf-bert-budget.yaml"]:
         check_components(load_config([pretrain / "mosaic-bert-budget.yaml", layer], ["variables.il_losses=il.npz"]))
 
 

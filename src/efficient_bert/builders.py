@@ -26,6 +26,7 @@ from efficient_bert.algorithms import SophiaHessian
 from efficient_bert.algorithms.batch_selection import DrawsCandidatePool
 from efficient_bert.budget import BudgetEarlyStop, BudgetEvalInterval, TimeMarkerExport, TrainingBudget
 from efficient_bert.budget.calibrate import load_rst_factor
+from efficient_bert.budget.cost_table import CostTable
 from efficient_bert.callbacks import (ConsoleLog, EvalHistory, HFExport, MetricsFile, NaNGuard, ReplicaCheck,
                                       RestoreRNGMidEpoch, TrainedCounts)
 from efficient_bert.callbacks.replica_check import replica_check
@@ -106,8 +107,9 @@ def build_parallelism(fsdp: Optional[dict[str, Any]], world_size: int, device: s
 def build_budget(cfg: BudgetConfig, save_folder: Optional[str]) -> list[Any]:
     """The budget and the callbacks that follow it (time markers, early stop), from ``budget``; they
     find the budget on the Trainer's state, so the budget comes first."""
-    if cfg.hours is None and (cfg.finetune_time_markers or cfg.clock != "wall" or cfg.calibration):
-        raise ConfigError("budget.finetune_time_markers, budget.clock and budget.calibration need budget.hours")
+    if cfg.hours is None and (cfg.finetune_time_markers or cfg.clock != "wall" or cfg.calibration or cfg.cost_table):
+        raise ConfigError("budget.finetune_time_markers, budget.clock, budget.calibration and budget.cost_table "
+                          "need budget.hours")
     if (cfg.early_stop_time is None) != (cfg.early_stop_eval_loss is None):
         raise ConfigError("budget.early_stop_time and budget.early_stop_eval_loss go together; set both or neither")
     if cfg.finetune_time_markers and not is_local(save_folder):
@@ -116,13 +118,23 @@ def build_budget(cfg: BudgetConfig, save_folder: Optional[str]) -> list[Any]:
     with config_errors("budget"):
         if cfg.hours is not None:
             factor = load_rst_factor(cfg.calibration) if cfg.calibration else None
+            with config_errors("budget.cost_table"):
+                table = CostTable.load(cfg.cost_table) if cfg.cost_table else None
             callbacks.append(TrainingBudget(cfg.hours, cfg.clock, factor, cfg.count_extra_forwards,
-                                            cfg.count_compilation))
+                                            cfg.count_compilation, cost_table=table))
         if cfg.finetune_time_markers:
             callbacks.append(TimeMarkerExport(cfg.finetune_time_markers, str(Path(save_folder) / "time_markers")))
         if cfg.early_stop_time is not None:
             callbacks.append(BudgetEarlyStop(cfg.early_stop_time, cfg.early_stop_eval_loss))
     return callbacks
+
+
+def check_cost_table(callbacks: list[Any], model: Any, cfg: TrainConfig) -> None:
+    """A budget's cost table must price this model at this run's sequence length."""
+    budget = next((c for c in callbacks if isinstance(c, TrainingBudget)), None)
+    if budget is not None and budget.cost_table is not None:
+        with config_errors("budget.cost_table"):
+            budget.cost_table.check_model(model, cfg.train_loader.dataset.max_seq_len)
 
 
 def build_eval_interval(cfg: TrainConfig) -> Any:
@@ -333,6 +345,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     with config_errors("tokenizer.path"):
         tokenizer = load_tokenizer(cfg.tokenizer.path)
     model = build_model(cfg, tokenizer)
+    check_cost_table(callbacks, model, cfg)
     optimizer, scheduler = build_optimization(cfg, model, algorithms)
     records = records_folder(cfg)
     run_callbacks, history = build_callbacks(cfg, device, world_size, records)

@@ -57,8 +57,9 @@ class BudgetConfig:
     """A training budget in hours (efficient_bert.budget); every fraction is of the budget."""
 
     hours: Optional[float] = None  # unset: no budget; max_duration alone ends the run
-    clock: str = "wall"  # wall | rst (Reference System Time, needs `calibration`)
-    calibration: Optional[str] = None  # JSON written by `python -m efficient_bert.budget.calibrate`
+    clock: str = "wall"  # wall | rst (needs `calibration`) | reference (needs `cost_table`)
+    calibration: Optional[str] = None  # JSON written by `efficient-bert calibrate`
+    cost_table: Optional[str] = None  # JSON written by `efficient-bert calibrate --cost-table`
     count_extra_forwards: bool = True  # selective backprop / RHO-loss / Sophia forwards count
     count_compilation: bool = False  # whether torch.compile's time inside steps counts (it depends on the cache)
     finetune_time_markers: list[float] = field(default_factory=list)  # HF exports, e.g. [0.5, 0.9]

@@ -110,7 +110,7 @@ def score_pool(state: State, chunk_rows: Optional[int] = None, eval_mode: bool =
     was_training = state.model.training
     state.model.train(not eval_mode and was_training)
     try:
-        with extra_forward(state), get_precision_context(state.precision):
+        with extra_forward(state, rows=batch_rows(state.batch)), get_precision_context(state.precision):
             return sequence_mlm_losses(state.model, state.batch, chunk, state.device.batch_to_device)
     finally:
         state.model.train(was_training)

@@ -1,6 +1,8 @@
-"""Measure this machine against the reference system, for budgets in Reference System Time (RST).
+"""Measure this machine against the reference system, for budgets in Reference System Time (RST),
+or measure the reference system's cost table, for budgets on the ``reference`` clock.
 
-    python -m efficient_bert.budget.calibrate --out runs/rst.json        (or: efficient-bert calibrate ...)
+    efficient-bert calibrate --out runs/rst.json                  (budget.clock: rst)
+    efficient-bert calibrate --cost-table --out runs/cost.json    (budget.clock: reference; on the reference GPU)
 
 The reference workload is a fixed Mosaic BERT MLM training step (seeded random tokens, full rows of
 128, 30% masked; bf16 autocast with our kernels on a GPU, fp32 on the CPU), timed after warm-up.
@@ -11,6 +13,11 @@ second here. A YAML then sets ``budget.clock: rst`` and ``budget.calibration: ru
 What it costs (5 warm-up and 20 timed steps, a progress bar on stderr): the base workload takes about
 1.5 s on an H100 and about 8 minutes on a 2-core CPU (some 17 s a step); ``--size tiny`` takes about
 45 s on such a CPU.
+
+``--cost-table`` times a training step and a forward pass of the same workload at ``--rows`` rows
+of ``--seq`` tokens (256 and 128 by default) for every number of running layers, 3 warm-up and
+``--steps`` (10) timed passes each; the table (:mod:`.cost_table`) prices every step of a
+``reference`` budget. It takes seconds on a GPU; on a 2-core CPU use ``--size tiny --rows 8``.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
+
+from efficient_bert.budget.cost_table import SHAPE_KEYS, CostTable
 
 # The reference system and its seconds per step of each workload: the mean of two runs of
 # `--measure-only --steps 30` on a lent H100 (base 0.0524 and 0.0460, tiny 0.0118 and 0.0125:
@@ -31,48 +40,90 @@ REFERENCE_SECONDS = {"base": 0.0492, "tiny": 0.0121}
 WORKLOADS = {"base": dict(batch=64, seq=128), "tiny": dict(batch=32, seq=128)}
 
 
+class ReferenceWorkload:
+    """A Mosaic BERT of ``size`` with AdamW and one fixed MLM batch of ``rows`` full rows of ``seq``
+    tokens on ``device``: what both the RST factor and the cost table time."""
+
+    def __init__(self, size: str, rows: int, seq: int, device: str):
+        from efficient_bert.data.mlm_collator import host_counts
+        from efficient_bert.model.mosaic_bert import SIZES, MosaicBertConfig, MosaicBertForMaskedLM
+
+        torch.manual_seed(0)
+        self.device = device
+        self.model = MosaicBertForMaskedLM(MosaicBertConfig(vocab_size=30528, **SIZES[size])).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, 30528, (rows, seq), generator=g)
+        labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, -100)
+        mask = torch.ones_like(ids)
+        self.batch = dict(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
+                          **host_counts(mask, labels))
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def train_step(self) -> None:
+        with self.autocast:
+            loss = self.model(**self.batch).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def forward(self) -> None:
+        with self.autocast:
+            self.model(**self.batch)
+
+    def seconds(self, work: Callable[[], None], steps: int, warmup: int, tick: Callable[[], None]) -> float:
+        """Seconds per call of ``work``, timed over ``steps`` calls after ``warmup``."""
+        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        for _ in range(warmup):
+            work()
+            tick()
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            work()
+            tick()
+        sync()
+        return (time.perf_counter() - start) / steps
+
+
 def reference_step_seconds(size: str, steps: int = 20, warmup: int = 5, device: Optional[str] = None,
                            progress: bool = True) -> float:
     """Seconds per training step of the reference workload on this machine."""
     from tqdm.auto import tqdm
 
-    from efficient_bert.data.mlm_collator import host_counts
-    from efficient_bert.model.mosaic_bert import SIZES, MosaicBertConfig, MosaicBertForMaskedLM
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    workload = ReferenceWorkload(size, WORKLOADS[size]["batch"], WORKLOADS[size]["seq"], device)
+    with tqdm(total=warmup + steps, desc=f"calibrating ({size} workload on {device})", unit="step",
+              disable=not progress) as bar:
+        return workload.seconds(workload.train_step, steps, warmup, bar.update)
+
+
+def measure_cost_table(size: str = "base", rows: int = 256, seq: int = 128, steps: int = 10, warmup: int = 3,
+                       device: Optional[str] = None, progress: bool = True) -> CostTable:
+    """The reference clock's prices on this machine: a training step and a forward pass of the
+    reference workload at ``rows`` rows, for every number of running layers (set through the layer
+    plan that layer stacking and layer drop use). Run it once on the reference GPU."""
+    from tqdm.auto import tqdm
+
+    from efficient_bert.model.layer_plan import layer_plan
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    shape = WORKLOADS[size]
-    torch.manual_seed(0)
-    model = MosaicBertForMaskedLM(MosaicBertConfig(vocab_size=30528, **SIZES[size])).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 30528, (shape["batch"], shape["seq"]), generator=g)
-    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, -100)
-    mask = torch.ones_like(ids)
-    batch = dict(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
-                 **host_counts(mask, labels))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def step():
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    bar = tqdm(total=warmup + steps, desc=f"calibrating ({size} workload on {device})", unit="step",
-               disable=not progress)
-    for _ in range(warmup):
-        step()
-        bar.update()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-        bar.update()
-    sync()
-    bar.close()
-    return (time.perf_counter() - start) / steps
+    workload = ReferenceWorkload(size, rows, seq, device)
+    plan = layer_plan(workload.model)
+    train, forward = [], []
+    with tqdm(total=plan.total * 2 * (warmup + steps), desc=f"cost table ({size}, {rows} rows, {device})",
+              unit="pass", disable=not progress) as bar:
+        for layers in range(1, plan.total + 1):
+            plan.set_depth(layers)
+            train.append(workload.seconds(workload.train_step, steps, warmup, bar.update))
+            forward.append(workload.seconds(workload.forward, steps, warmup, bar.update))
+    config = workload.model.config
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return CostTable(model={key: getattr(config, key) for key in SHAPE_KEYS}, seq_len=seq, rows=rows,
+                     train=tuple(train), forward=tuple(forward),
+                     measured_on={"device": name, "torch": torch.__version__, "steps": steps, "warmup": warmup,
+                                  "precision": "amp_bf16" if device == "cuda" else "fp32", "compiled": False})
 
 
 def calibrate(size: str = "base", steps: int = 20) -> dict[str, Any]:
@@ -106,12 +157,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="efficient-bert calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="base", choices=sorted(WORKLOADS), help="reference workload")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--out", default=None, help="write the calibration JSON here")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; 10 per pass with --cost-table)")
+    p.add_argument("--out", default=None, help="write the calibration JSON (or the cost table) here")
     p.add_argument("--measure-only", action="store_true", help="print seconds per step (to record a reference)")
+    p.add_argument("--cost-table", action="store_true", help="measure the reference clock's cost table instead")
+    p.add_argument("--rows", type=int, default=256, help="--cost-table: rows per timed pass")
+    p.add_argument("--seq", type=int, default=128, help="--cost-table: tokens per row")
     args = p.parse_args(argv)
     if args.out and Path(args.out).exists():  # before minutes of measuring
         raise SystemExit(f"{args.out} exists; remove it or choose another --out")
+    if args.cost_table:
+        table = measure_cost_table(args.size, args.rows, args.seq, args.steps or 10)
+        print(table.to_json(), end="")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(table.to_json())
+        return 0
+    args.steps = args.steps or 20
     if args.measure_only:
         print(json.dumps({"workload": args.size, "seconds_per_step": reference_step_seconds(args.size, args.steps)}))
         return 0

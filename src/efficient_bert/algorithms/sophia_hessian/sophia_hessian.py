@@ -97,7 +97,7 @@ class SophiaHessian(Algorithm):
         if self.hessian_batch_size is not None:
             batch = select_rows(batch, range(min(self.hessian_batch_size, batch_rows(batch))))
         chunk = state.device_train_microbatch_size if isinstance(state.device_train_microbatch_size, int) else None
-        with extra_forward(state), get_precision_context(state.precision):
+        with extra_forward(state, rows=batch_rows(batch), backward=True), get_precision_context(state.precision):
             tokens = apply_sophia_hessian(state.model, optimizer, batch, chunk, state.device.batch_to_device)
         self.updates += 1
         logger.log_metrics({"sophia/hessian_updates": self.updates, "sophia/hessian_tokens": tokens})
