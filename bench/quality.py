@@ -24,45 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
-import shutil
-import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from efficient_bert.report import ReportError, read_run, report
-from efficient_bert.run_files import EVAL_HISTORY_FILE
+from efficient_bert.experiments import RunResult, RunSpec, run_config
+from efficient_bert.report import ReportError, report
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_FILE = "quality_result.json"
-
-
-@dataclass
-class RunSpec:
-    name: str
-    args: list[str]  # YAML files and key=value overrides, as main.py takes them
-
-
-@dataclass
-class Result:
-    name: str
-    command: str
-    returncode: int
-    steps: Optional[int] = None
-    tokens: Optional[int] = None
-    train_seconds: Optional[float] = None  # the budget's clock: no evaluation, checkpoints or compilation
-    compile_seconds: Optional[float] = None
-    eval_loss: Optional[float] = None
-    masked_accuracy: Optional[float] = None
-    unigram_floor: Optional[float] = None
-    evaluations: int = 0
-
-    @property
-    def tokens_per_second(self) -> Optional[float]:
-        return self.tokens / self.train_seconds if self.tokens and self.train_seconds else None
 
 
 def parse_run(text: str) -> RunSpec:
@@ -87,51 +59,11 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
     return out + list(args.override)
 
 
-def read_result(folder: Path, name: str, command: str, returncode: int) -> Result:
-    """A run's figures from its record folder, read as ``efficient-bert report`` reads it."""
-    result = Result(name, command, returncode)
-    try:
-        record = read_run(folder)
-    except ReportError:  # a run that failed before its first evaluation
-        return result
-    result.steps, result.tokens, result.compile_seconds = record.batches, record.trained_tokens, record.compile_seconds
-    result.train_seconds = record.wall_hours * 3600  # the budget's clock (every run here has a budget)
-    result.eval_loss, result.unigram_floor = record.final_eval_loss, record.unigram_floor
-    records = json.loads((folder / EVAL_HISTORY_FILE).read_text())
-    result.evaluations, result.masked_accuracy = len(records), records[-1].get("eval/MaskedAccuracy")
-    return result
-
-
-def run_one(spec: RunSpec, args: argparse.Namespace, launcher: list[str]) -> Result:
-    folder = Path(args.out) / spec.name
-    done = folder / RESULT_FILE
-    if done.is_file():
-        print(f"[quality] {spec.name}: done earlier, reading {done}", flush=True)
-        return Result(**json.loads(done.read_text()))
-    if folder.exists():
-        raise SystemExit(f"error: {folder} exists but holds no {RESULT_FILE} (an interrupted run?): delete it to "
-                         "run it again, or choose another --out")
-    overrides = common_overrides(args) + [f"save_folder={folder}", f"run_name={spec.name}"]
-    cmd = [*launcher, "main.py", *spec.args, *overrides]
-    command = shlex.join(cmd)
-    print(f"[quality] {spec.name}: {command}", flush=True)
-    start = time.monotonic()
-    log_path = Path(args.out) / f"{spec.name}.log"
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    result = read_result(folder, spec.name, command, proc.returncode)
-    print(f"[quality] {spec.name}: exit {proc.returncode} after {time.monotonic() - start:.0f} s; "
-          f"eval loss {result.eval_loss}; log {log_path}", flush=True)
-    if proc.returncode == 0 and folder.is_dir():
-        done.write_text(json.dumps(asdict(result), indent=1))
-    return result
-
-
 def fmt(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def table(results: Sequence[Result]) -> str:
+def table(results: Sequence[RunResult]) -> str:
     lines = ["| run | steps | tokens | tok/s | eval loss | masked acc | unigram floor | loss − floor | compile s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
@@ -144,7 +76,7 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(results: Sequence[Result], args: argparse.Namespace) -> None:
+def write_outputs(results: Sequence[RunResult], args: argparse.Namespace) -> None:
     out = Path(args.out)
     setup = (f"budget {args.hours} h per run" if args.hours is not None else "each YAML's own budget") + \
         f"; eval: mask seed {args.eval_mask_seed}, masking {args.eval_mlm_probability}, batches {args.eval_batches}"
@@ -164,6 +96,8 @@ def write_outputs(results: Sequence[Result], args: argparse.Namespace) -> None:
 
 
 def default_launcher() -> list[str]:
+    import shutil
+
     if shutil.which("composer"):
         return ["composer", "-n", "1"]
     return [sys.executable, "-m", "composer.cli.launcher", "-n", "1"]
@@ -192,7 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     launcher = args.launcher or default_launcher()
     results = []
     for spec in args.run:
-        results.append(run_one(spec, args, launcher))
+        results.append(run_config(spec, Path(args.out), [*launcher, os.path.relpath(ROOT / "main.py")], common_overrides(args),
+                                  tag="quality"))
         write_outputs(results, args)  # after every run, so an interrupted sweep keeps its table
     print(table(results))
     return 0 if all(r.returncode == 0 for r in results) else 1

@@ -57,6 +57,19 @@ def token_mds(tmp_path_factory, tokenizer_dir) -> Path:
     return out
 
 
+# Reference-clock prices for tiny-cpu.yaml's model (HF BERT, 64 wide, 2 layers) at its rows of 64 tokens:
+# a training pass over 16 rows costs 4 s with one layer running and 10 s with both; a forward pass 1 s and 3 s
+TINY_COSTS = {"model": {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256},
+              "seq_len": 64, "rows": 16, "train": [4.0, 10.0], "forward": [1.0, 3.0]}
+
+
+@pytest.fixture(scope="session")
+def tiny_cost_table(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("costs") / "tiny-cpu-costs.json"
+    path.write_text(json.dumps(TINY_COSTS))
+    return path
+
+
 def mlm_batch(tokenizer, rows: int = 6, seq: int = 32, seed: int = 0) -> dict:
     """A collated MLM batch of real validation text: rows of decreasing length (seq, seq - 4, ...),
     sample ids 100, 101, ..."""

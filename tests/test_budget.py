@@ -192,22 +192,16 @@ def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path, capsys)
     assert time.monotonic() - start < 1
 
 
-# prices for tiny-cpu.yaml's model (HF BERT, 64 wide, 2 layers) at its rows of 64 tokens: a training
-# pass over 16 rows costs 4 s with one layer running and 10 s with both; a forward pass 1 s and 3 s
-TINY_COSTS = {"model": {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256},
-              "seq_len": 64, "rows": 16, "train": [4.0, 10.0], "forward": [1.0, 3.0]}
-
-
-def test_cost_table_prices_passes_by_running_layers_and_rows(tmp_path):
+def test_cost_table_prices_passes_by_running_layers_and_rows(tmp_path, tiny_cost_table):
     from efficient_bert.budget.cost_table import CostTable
 
-    table = CostTable.load(write_costs(tmp_path))
+    table = CostTable.load(tiny_cost_table)  # conftest.TINY_COSTS
     assert table.price(2, 16) == 10.0 and table.price(1, 16) == 4.0 and table.price(2, 8) == 5.0
     assert table.price(2, 32, backward=False) == 6.0 and table.price(1, 16, backward=False) == 1.0
     with pytest.raises(ValueError, match="3 running layers is outside this cost table's 1..2"):
         table.price(3, 16)
     with pytest.raises(ValueError, match="one train and one forward price per layer count"):
-        CostTable(model=TINY_COSTS["model"], seq_len=64, rows=16, train=(1.0,), forward=(1.0, 2.0))
+        CostTable(model=table.model, seq_len=64, rows=16, train=(1.0,), forward=(1.0, 2.0))
     with pytest.raises(FileNotFoundError, match="calibrate --cost-table --out"):
         CostTable.load(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text(json.dumps({"rows": 16}))
@@ -215,17 +209,9 @@ def test_cost_table_prices_passes_by_running_layers_and_rows(tmp_path):
         CostTable.load(tmp_path / "bad.json")
 
 
-def write_costs(tmp_path):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "costs.json"
-    path.write_text(json.dumps(TINY_COSTS))
-    return str(path)
-
-
-def reference_run(tmp_path, tokenizer_dir, token_mds, *overrides, step_seconds=10.0):
-    return build(tmp_path, tokenizer_dir, token_mds, "budget.clock=reference",
-                 f"budget.cost_table={write_costs(tmp_path)}", "budget.finetune_time_markers=[]", *overrides,
-                 step_seconds=step_seconds)
+def reference_run(tmp_path, tokenizer_dir, token_mds, costs, *overrides, step_seconds=10.0):
+    return build(tmp_path, tokenizer_dir, token_mds, "budget.clock=reference", f"budget.cost_table={costs}",
+                 "budget.finetune_time_markers=[]", *overrides, step_seconds=step_seconds)
 
 
 class LayersRun(Callback):
@@ -247,12 +233,12 @@ class LayersRun(Callback):
 
 
 @pytest.mark.slow
-def test_reference_clock_trains_the_same_steps_whatever_the_wall_clock(tmp_path, tokenizer_dir, token_mds):
+def test_reference_clock_trains_the_same_steps_on_any_wall_clock(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     # 0.1 h = 360 reference s; each step trains 16 rows with both layers: 10 s, so 36 steps, on a
     # machine that takes 10 s a step and on one that takes 1000
     steps = []
     for wall in (10.0, 1000.0):
-        run, budget = reference_run(tmp_path / str(wall), tokenizer_dir, token_mds, step_seconds=wall)
+        run, budget = reference_run(tmp_path / str(wall), tokenizer_dir, token_mds, tiny_cost_table, step_seconds=wall)
         run.fit()
         steps.append(int(run.trainer.state.timestamp.batch))
         assert budget.charged_seconds == 360.0 and budget.fraction == 1.0
@@ -263,9 +249,9 @@ def test_reference_clock_trains_the_same_steps_whatever_the_wall_clock(tmp_path,
 
 
 @pytest.mark.slow
-def test_reference_clock_charges_stacked_layers_and_scored_rows(tmp_path, tokenizer_dir, token_mds):
+def test_reference_clock_charges_stacked_layers_and_scored_rows(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     # layer stacking: steps with one layer cost 4 s, with two 10 s
-    run, budget = reference_run(tmp_path / "stack", tokenizer_dir, token_mds,
+    run, budget = reference_run(tmp_path / "stack", tokenizer_dir, token_mds, tiny_cost_table,
                                 "algorithms.layer_stacking={stack_at: [0.3], optimizer_state: fresh}")
     layers = LayersRun(run.trainer.state.model)
     run.trainer.state.callbacks.append(layers)
@@ -278,14 +264,14 @@ def test_reference_clock_charges_stacked_layers_and_scored_rows(tmp_path, tokeni
     # selective backprop scores a pool of 32 rows forward-only (2 x 3 s) and trains 16 (10 s): 16 s a
     # step, so the budget ends after 23 steps (368 s); the scoring is free when extra forwards do not count
     for count, steps, charged in ((True, 23, 368.0), (False, 36, 360.0)):
-        run, budget = reference_run(tmp_path / f"sb-{count}", tokenizer_dir, token_mds,
+        run, budget = reference_run(tmp_path / f"sb-{count}", tokenizer_dir, token_mds, tiny_cost_table,
                                     "algorithms.selective_backprop={beta: 1.0}", f"budget.count_extra_forwards={count}")
         run.fit()
         assert int(run.trainer.state.timestamp.batch) == steps and budget.charged_seconds == charged
         run.close()
 
 
-def test_cost_table_must_price_the_model_and_rows_of_the_run(tmp_path, tokenizer_dir, token_mds):
+def test_cost_table_must_price_the_model_and_rows_of_the_run(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     from efficient_bert.builders import build_budget
     from efficient_bert.config import BudgetConfig
     from efficient_bert.registry import ConfigError
@@ -296,10 +282,10 @@ def test_cost_table_must_price_the_model_and_rows_of_the_run(tmp_path, tokenizer
         build_budget(BudgetConfig(hours=1.0, clock="reference", cost_table=str(tmp_path / "x.json")), None)
     with pytest.raises(ConfigError, match=r"^budget.cost_table: the cost table prices rows of 64 tokens and this "
                                           r"run's rows have 32; .*--seq 32"):
-        reference_run(tmp_path, tokenizer_dir, token_mds, "variables.max_seq_len=32")
+        reference_run(tmp_path, tokenizer_dir, token_mds, tiny_cost_table, "variables.max_seq_len=32")
     with pytest.raises(ConfigError, match=r"^budget.cost_table: the cost table was measured for another model: "
                                           r"hidden_size 64 \(model: 128\)"):
-        reference_run(tmp_path, tokenizer_dir, token_mds, "model.hidden_size=128")
+        reference_run(tmp_path, tokenizer_dir, token_mds, tiny_cost_table, "model.hidden_size=128")
 
 
 def test_calibrate_measures_a_cost_table_for_every_layer_count(tmp_path):

@@ -7,6 +7,7 @@
     efficient-bert extract-il --model IL_CKPT --tokenizer T --data_local MDS --out il.npz   (RHO-loss)
     efficient-bert finetune yamls/finetune/glue.yaml checkpoint=HF_OR_PT glue_dir=DIR results_dir=OUT
     efficient-bert report runs/baseline runs/layer-drop --out runs/report   (table + loss plots)
+    efficient-bert compare --out runs/compare --data MDS --tokenizer T --hours 0.05 0.15   (methods at equal budget)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ COMMANDS = {
     "extract-il": "efficient_bert.extract_il",
     "finetune": "efficient_bert.eval.suite",
     "report": "efficient_bert.report",
+    "compare": "efficient_bert.compare",
 }
 
 

@@ -36,6 +36,8 @@ class RunRecord:
     batches: int = 0
     wall_hours: float = 0.0
     rst_hours: Optional[float] = None
+    reference_hours: Optional[float] = None  # charged by a reference-clock budget (budget.clock: reference)
+    eval_reference_hours: list[float] = field(default_factory=list)  # the charge at each eval point
     compile_seconds: Optional[float] = None  # torch.compile time the budget left out
     glue_average: Optional[float] = None
     unigram_floor: Optional[float] = None  # of the last evaluation
@@ -73,12 +75,16 @@ def read_run(folder: str | Path, metric: str = EVAL_LOSS) -> RunRecord:
             budget_wall = row["budget/wall_hours"]
         if "budget/rst_hours" in row:
             record.rst_hours = row["budget/rst_hours"]
+        if "budget/reference_hours" in row:
+            record.reference_hours = row["budget/reference_hours"]
         if "budget/compile_seconds" in row:
             record.compile_seconds = row["budget/compile_seconds"]
         wall = budget_wall if budget_wall is not None else row["wall_s"] / 3600
         record.wall_hours = max(record.wall_hours, wall)
         if metric in row and isinstance(row[metric], float):
             record.eval_points.append((wall, row["tokens"], row[metric]))
+            if record.reference_hours is not None:
+                record.eval_reference_hours.append(record.reference_hours)
         if isinstance(row.get(UNIGRAM_FLOOR), float):
             record.unigram_floor = row[UNIGRAM_FLOOR]
     if not record.eval_points:
@@ -136,15 +142,23 @@ def plot(runs: Sequence[RunRecord], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    longest = max(p[0] for run in runs for p in run.eval_points)
-    unit, scale = next((u, s) for u, s, limit in (("hours", 1, 2.0), ("minutes", 60, 2 / 60), ("seconds", 3600, 0))
-                       if longest >= limit)
+    def hours_unit(hours: Sequence[float]) -> tuple[str, float]:
+        longest = max(hours)
+        return next((u, s) for u, s, limit in (("hours", 1, 2.0), ("minutes", 60, 2 / 60), ("seconds", 3600, 0))
+                    if longest >= limit)
+
+    unit, scale = hours_unit([p[0] for run in runs for p in run.eval_points])
+    axes = [("time", lambda run: [p[0] * scale for p in run.eval_points], f"training wall-clock {unit}"),
+            ("tokens", lambda run: [p[1] for p in run.eval_points], "tokens seen")]
+    if all(len(run.eval_reference_hours) == len(run.eval_points) for run in runs):  # every run on the reference clock
+        ref_unit, ref_scale = hours_unit([h for run in runs for h in run.eval_reference_hours])
+        axes.insert(0, ("budget", lambda run: [h * ref_scale for h in run.eval_reference_hours],
+                        f"budget charged, reference {ref_unit}"))
     paths = []
-    for axis, index, label in (("time", 0, f"training wall-clock {unit}"), ("tokens", 1, "tokens seen")):
+    for axis, xs, label in axes:
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
         for run in runs:
-            ax.plot([p[index] * (scale if index == 0 else 1) for p in run.eval_points],
-                    [p[2] for p in run.eval_points], marker="o", markersize=3, label=run.name)
+            ax.plot(xs(run), [p[2] for p in run.eval_points], marker="o", markersize=3, label=run.name)
         floors = sorted({round(run.unigram_floor, 4) for run in runs if run.unigram_floor is not None})
         for i, floor in enumerate(floors):  # one line per distinct eval set
             ax.axhline(floor, color="gray", linestyle="--", linewidth=1,

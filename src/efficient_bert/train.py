@@ -58,3 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"[efficient-bert] HF export: {run.hf_export.exported}")
     run.close()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Named training runs, each one ``main.py`` run in a folder of its own, resumable as a table.
+
+What ``bench/quality.py`` and ``efficient-bert compare`` share: a run is a name and main.py's
+arguments (YAML files and ``key=value`` overrides); it trains in a subprocess through the normal
+path (``composer -n 1``) into ``<out>/<name>/``, and its figures are read back from the record
+folder as ``efficient-bert report`` reads them. A run whose folder holds its result file is done
+and is never run again; a folder without one (a killed run) is an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from efficient_bert.report import ReportError, read_run
+from efficient_bert.run_files import EVAL_HISTORY_FILE
+
+RESULT_FILE = "run_result.json"
+
+
+@dataclass
+class RunSpec:
+    name: str
+    args: list[str]  # YAML files and key=value overrides, as main.py takes them
+
+
+@dataclass
+class RunResult:
+    name: str
+    command: str
+    returncode: int
+    steps: Optional[int] = None
+    tokens: Optional[int] = None  # reached the training forward
+    train_seconds: Optional[float] = None  # the budget's wall clock: no evaluation, checkpoints or compilation
+    reference_hours: Optional[float] = None  # charged by the reference clock, when the run had one
+    compile_seconds: Optional[float] = None
+    eval_loss: Optional[float] = None
+    masked_accuracy: Optional[float] = None
+    unigram_floor: Optional[float] = None
+    evaluations: int = 0
+
+    @property
+    def tokens_per_second(self) -> Optional[float]:
+        return self.tokens / self.train_seconds if self.tokens and self.train_seconds else None
+
+
+def module_launcher() -> list[str]:
+    """The command that runs a Python module as one training process: ``composer -n 1 -m``."""
+    if shutil.which("composer"):
+        return ["composer", "-n", "1", "-m"]
+    return [sys.executable, "-m", "composer.cli.launcher", "-n", "1", "-m"]
+
+
+def read_result(folder: Path, name: str, command: str, returncode: int) -> RunResult:
+    """A run's figures from its record folder."""
+    result = RunResult(name, command, returncode)
+    try:
+        record = read_run(folder)
+    except ReportError:  # a run that failed before its first evaluation
+        return result
+    result.steps, result.tokens, result.compile_seconds = record.batches, record.trained_tokens, record.compile_seconds
+    result.train_seconds = record.wall_hours * 3600
+    result.reference_hours = record.reference_hours
+    result.eval_loss, result.unigram_floor = record.final_eval_loss, record.unigram_floor
+    records = json.loads((folder / EVAL_HISTORY_FILE).read_text())
+    result.evaluations, result.masked_accuracy = len(records), records[-1].get("eval/MaskedAccuracy")
+    return result
+
+
+def finished_result(folder: Path) -> Optional[RunResult]:
+    path = folder / RESULT_FILE
+    return RunResult(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def run_config(spec: RunSpec, out: Path, entry: Sequence[str], overrides: Sequence[str] = (),
+               tag: str = "run") -> RunResult:
+    """Train ``spec`` into ``out/<name>`` with ``entry`` (the command before main.py's arguments),
+    unless it is done already; its output goes to ``out/<name>.log``."""
+    folder = out / spec.name
+    done = finished_result(folder)
+    if done is not None:
+        print(f"[{tag}] {spec.name}: done earlier, reading {folder / RESULT_FILE}", flush=True)
+        return done
+    if folder.exists():
+        raise SystemExit(f"error: {folder} exists but holds no {RESULT_FILE} (an interrupted run?): delete it to "
+                         "run it again, or choose another --out")
+    cmd = [*entry, *spec.args, *overrides, f"save_folder={folder}", f"run_name={spec.name}"]
+    command = shlex.join(cmd)
+    print(f"[{tag}] {spec.name}: {command}", flush=True)
+    start = time.monotonic()
+    log_path = out / f"{spec.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    result = read_result(folder, spec.name, command, proc.returncode)
+    print(f"[{tag}] {spec.name}: exit {proc.returncode} after {time.monotonic() - start:.0f} s; "
+          f"eval loss {result.eval_loss}; log {log_path}", flush=True)
+    if proc.returncode == 0 and folder.is_dir():
+        (folder / RESULT_FILE).write_text(json.dumps(asdict(result), indent=1))
+    return result
