@@ -76,6 +76,27 @@ def test_copied_optimizer_state_and_optimizers_built_from_running_layers(tokeniz
     assert optimizer.state[new]["exp_avg"] is not optimizer.state[source]["exp_avg"]
 
 
+@pytest.mark.parametrize("optimizer_name", ["decoupled_adamw", "adamw"])
+def test_reset_optimizer_state_restarts_every_parameter_and_adamw_keeps_stepping(tokenizer, optimizer_name):
+    from efficient_bert.optim import param_groups
+    from efficient_bert.registries import OPTIMIZERS, load_components
+
+    load_components()
+    model = tiny_mosaic(4)
+    apply_layer_stacking(model, 2)
+    optimizer = OPTIMIZERS.build(optimizer_name, {"lr": 1e-3}, params=param_groups(model))
+    for _ in range(3):
+        model(real_batch(tokenizer)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    apply_layer_stacking(model, 4, [optimizer], optimizer_state="reset")
+    assert len(optimizer.state) == 0
+    model(real_batch(tokenizer)).loss.backward()
+    optimizer.step()  # every parameter starts over: one step of state each, old and new layers alike
+    assert {int(state["step"]) for state in optimizer.state.values()} == {1}
+    assert len(optimizer.state) == sum(1 for p in model.parameters() if p.grad is not None)
+
+
 def test_flops_count_only_the_running_layers(tokenizer):
     from efficient_bert.model.flops import mlm_training_flops
 

@@ -275,3 +275,25 @@ def test_lamb_steps_by_the_clamped_weight_norm(clamp):
     # the step's norm is lr * phi(||W||): the trust ratio rescales the Adam direction to it
     expected = 1e-2 * (min(norm, clamp) if clamp is not None else norm)
     assert float((weight.detach() - before).norm()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sophia_hessian_clips_the_sampled_gradient_as_the_official_estimator(tokenizer):
+    from conftest import mlm_batch, tiny_mosaic
+    from efficient_bert.algorithms.sophia_hessian import apply_sophia_hessian
+    from efficient_bert.optim import SophiaG
+
+    model, batch = tiny_mosaic(2), mlm_batch(tokenizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    hessians, beta2 = {}, 0.99
+    for clip in (None, 1e-3):
+        optimizer = SophiaG(params, lr=1e-3, betas=(0.965, beta2))
+        torch.manual_seed(0)  # the same sampled labels both times
+        tokens = apply_sophia_hessian(model, optimizer, batch, clip_norm=clip)
+        hessians[clip] = [optimizer.state[p]["hessian"].double() for p in params]
+    # from zero, h = (1 - beta2) B g^2: the unclipped gradient's norm follows from h, and clipping
+    # scales every entry of g by clip / |g|
+    scale = (1 - beta2) * tokens
+    norm = sum(float((h / scale).sum()) for h in hessians[None]) ** 0.5
+    assert norm > 1e-3
+    for clipped, full in zip(hessians[1e-3], hessians[None]):
+        torch.testing.assert_close(clipped, full * (1e-3 / norm) ** 2, rtol=1e-4, atol=1e-18)

@@ -31,10 +31,13 @@ def sampled_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 
 
 def apply_sophia_hessian(model: torch.nn.Module, optimizer: SophiaG, batch: Mapping[str, Any],
-                         chunk_rows: Optional[int] = None, to_device: Callable[[dict], dict] = lambda b: b) -> int:
+                         chunk_rows: Optional[int] = None, to_device: Callable[[dict], dict] = lambda b: b,
+                         clip_norm: Optional[float] = None) -> int:
     """Estimate the diagonal Hessian on ``batch`` (GNB, in chunks of ``chunk_rows`` rows) and fold
-    it into ``optimizer``'s EMA; the gradients are cleared before and after. Returns B, the number
-    of predicted tokens the estimate averages over (summed over ranks)."""
+    it into ``optimizer``'s EMA; the gradients are cleared before and after. With ``clip_norm`` the
+    sampled loss's gradient is clipped to that global norm first, as the official estimator clips
+    it at the run's gradient-clipping threshold. Returns B, the number of predicted tokens the
+    estimate averages over (summed over ranks)."""
     labels = batch["labels"]
     local = int((labels != -100).sum())
     total = local
@@ -54,6 +57,9 @@ def apply_sophia_hessian(model: torch.nn.Module, optimizer: SophiaG, batch: Mapp
             loss, tokens = sampled_label_loss(model(part).logits, part["labels"])
             # DDP averages gradients over ranks: weight chunks by their share of this rank's tokens
             (loss * (tokens / max(local, 1))).backward()
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
+                                       clip_norm)
     optimizer.update_hessian(total)
     optimizer.zero_grad(set_to_none=True)
     return total
@@ -67,20 +73,26 @@ class SophiaHessian(Algorithm):
     paper), at ``BATCH_END``, on the step's own batch (its first ``hessian_batch_size`` rows when
     set): labels are sampled from the model's predictions at the masked positions, and the squared
     gradient of their mean loss, times the number of positions, enters the EMA (see
-    :mod:`efficient_bert.optim.sophia`). The forward and backward are an extra forward of the
-    training budget (``budget.count_extra_forwards``).
+    :mod:`efficient_bert.optim.sophia`). ``clip_norm`` clips that gradient's global norm first
+    (the official code clips it at the run's gradient-clipping threshold; None: no clipping, as
+    NoTrainNoGain). The forward and backward are an extra forward of the training budget
+    (``budget.count_extra_forwards``).
     """
 
-    def __init__(self, every: int = 10, hessian_batch_size: Optional[int] = None):
+    def __init__(self, every: int = 10, hessian_batch_size: Optional[int] = None, clip_norm: Optional[float] = None):
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive or null, got {clip_norm}")
         self.every = int(every)
         self.hessian_batch_size = hessian_batch_size
+        self.clip_norm = clip_norm
         self.steps = 0
         self.updates = 0
 
     def __repr__(self) -> str:
-        return f"SophiaHessian(every={self.every}, hessian_batch_size={self.hessian_batch_size})"
+        return (f"SophiaHessian(every={self.every}, hessian_batch_size={self.hessian_batch_size}, "
+                f"clip_norm={self.clip_norm})")
 
     def match(self, event: Event, state: State) -> bool:
         return event == Event.BATCH_END
@@ -98,7 +110,8 @@ class SophiaHessian(Algorithm):
             batch = select_rows(batch, range(min(self.hessian_batch_size, batch_rows(batch))))
         chunk = state.device_train_microbatch_size if isinstance(state.device_train_microbatch_size, int) else None
         with extra_forward(state, rows=batch_rows(batch), backward=True), get_precision_context(state.precision):
-            tokens = apply_sophia_hessian(state.model, optimizer, batch, chunk, state.device.batch_to_device)
+            tokens = apply_sophia_hessian(state.model, optimizer, batch, chunk, state.device.batch_to_device,
+                                          self.clip_norm)
         self.updates += 1
         logger.log_metrics({"sophia/hessian_updates": self.updates, "sophia/hessian_tokens": tokens})
 
