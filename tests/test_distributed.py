@@ -66,37 +66,27 @@ def test_streaming_splits_an_epoch_across_ranks(tmp_path, tokenizer_dir, token_m
 
 
 @pytest.mark.slow
-def test_two_process_training_with_the_composer_launcher(tmp_path, tokenizer_dir, token_mds):
-    save = tmp_path / "ck"
-    result = launch(2, *tiny_run(token_mds, tokenizer_dir, save,
-                                 "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}"), cwd=tmp_path)
-    assert_clean_exit(result, tmp_path)
-    # Both replicas end with identical weights, even with layer drop's per-step random depth.
-    check = json.loads((save / "replica_check.json").read_text())
-    assert check["world_size"] == 2 and check["batch"] == 12 and check["max_abs_diff"] == 0.0
-    assert check["digests"][0] == check["digests"][1]
-    # The global sample count is the global batch times the steps: each rank drew 8 per step.
-    state = torch.load(save / "ep0-ba12-rank0.pt", map_location="cpu", weights_only=False)["state"]
-    timestamp = state["timestamp"]["Timestamp"]
-    assert (timestamp["batch"], timestamp["sample"], timestamp["token"]) == (12, 12 * 16, 12 * 16 * 64)
-    history = json.loads((save / "eval_history.json").read_text())
-    assert [e["batch"] for e in history] == [0, 6, 12]
-
-
-@pytest.mark.slow
-def test_two_processes_resumed_mid_epoch_end_bit_identical(tmp_path, tokenizer_dir, token_mds):
-    """Each rank draws its own dropout; resumed from step 6, both ranks must draw again what they drew
-    the first time, so the evaluation at 12 and the final weights are exactly the uninterrupted run's."""
+def test_two_processes_train_identical_replicas_and_resume_mid_epoch_bit_identical(tmp_path, tokenizer_dir, token_mds):
+    """Two ranks through Composer's launcher, with layer drop's per-step random depth and each rank's
+    own dropout: both replicas end with identical weights, and resumed from step 6 both ranks draw
+    again what they drew the first time, so the evaluation at 12 and the final weights are exactly
+    the uninterrupted run's."""
     runs = {}
     for name, extra in (("whole", ()), ("resumed", (f"load_path={tmp_path / 'whole' / 'ck' / 'ep0-ba6-rank0.pt'}",))):
         (tmp_path / name).mkdir()
         result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "save_interval=6ba",
-                                     "model.hidden_dropout_prob=0.1", *extra), cwd=tmp_path / name)
+                                     "model.hidden_dropout_prob=0.1",
+                                     "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}", *extra), cwd=tmp_path / name)
         assert_clean_exit(result, tmp_path / name)
-        runs[name] = (json.loads((tmp_path / name / "ck" / "eval_history.json").read_text()),
-                      json.loads((tmp_path / name / "ck" / "replica_check.json").read_text())["digests"])
+        check = json.loads((tmp_path / name / "ck" / "replica_check.json").read_text())
+        assert check["world_size"] == 2 and check["batch"] == 12 and check["max_abs_diff"] == 0.0
+        runs[name] = (json.loads((tmp_path / name / "ck" / "eval_history.json").read_text()), check["digests"])
     assert [e["batch"] for e in runs["resumed"][0]] == [0, 6, 12]
     assert runs["resumed"] == runs["whole"]
+    # The global sample count is the global batch times the steps: each rank drew 8 per step.
+    state = torch.load(tmp_path / "whole" / "ck" / "ep0-ba12-rank0.pt", map_location="cpu", weights_only=False)["state"]
+    timestamp = state["timestamp"]["Timestamp"]
+    assert (timestamp["batch"], timestamp["sample"], timestamp["token"]) == (12, 12 * 16, 12 * 16 * 64)
 
 
 def own_shm_works() -> bool:
