@@ -95,8 +95,8 @@ def tiny_mosaic(layers: int = 4, vocab_size: int = 2000):
 
 
 class StepWatch(Callback):
-    """Per training step of a ``tiny_hf_bert`` model: the rows trained, their sample ids, and how many
-    encoder layers ran."""
+    """Per training step of an HF BERT in a Composer model (``tiny_hf_bert``, ``tiny-cpu.yaml``'s): the
+    rows trained, their sample ids, and how many encoder layers ran."""
 
     def __init__(self, model):
         self.rows, self.ids, self.layers = [], [], []

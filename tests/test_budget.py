@@ -7,7 +7,7 @@ import time
 import pytest
 from composer.core import Callback, Event
 
-from conftest import ROOT
+from conftest import ROOT, StepWatch
 from efficient_bert.budget import BudgetSchedule, TrainingBudget, budget_multiplier
 
 
@@ -215,24 +215,6 @@ def reference_run(tmp_path, tokenizer_dir, token_mds, costs, *overrides, step_se
                  "budget.hours=0.05", "budget.finetune_time_markers=[]", *overrides, step_seconds=step_seconds)
 
 
-class LayersRun(Callback):
-    """How many encoder layers each training step ran, counted by hooks on the layers themselves."""
-
-    def __init__(self, model):
-        self.per_step, self._ran = [], 0
-        for layer in model.model.bert.encoder.layer:
-            layer.register_forward_hook(self._count)
-
-    def _count(self, *args):
-        self._ran += 1
-
-    def run_event(self, event, state, logger):
-        if event == Event.BEFORE_FORWARD:
-            self._ran = 0
-        elif event == Event.AFTER_FORWARD and state.model.training:
-            self.per_step.append(self._ran)
-
-
 @pytest.mark.slow
 def test_reference_clock_trains_the_same_steps_on_any_wall_clock(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     # each step trains 16 rows with both layers: 10 reference s, so 18 steps, on a machine that
@@ -254,12 +236,12 @@ def test_reference_clock_charges_stacked_layers_and_scored_rows(tmp_path, tokeni
     # layer stacking: steps with one layer cost 4 s, with two 10 s
     run, budget = reference_run(tmp_path / "stack", tokenizer_dir, token_mds, tiny_cost_table,
                                 "algorithms.layer_stacking={stack_at: [0.3], optimizer_state: fresh}")
-    layers = LayersRun(run.trainer.state.model)
-    run.trainer.state.callbacks.append(layers)
+    watch = StepWatch(run.trainer.state.model)  # counts the layers that ran, by hooks on the layers
+    run.trainer.state.callbacks.append(watch)
     run.fit()
-    assert set(layers.per_step) == {1, 2} and len(layers.per_step) == int(run.trainer.state.timestamp.batch)
-    assert budget.charged_seconds == sum(4.0 if k == 1 else 10.0 for k in layers.per_step)
-    assert budget.charged_seconds - (4.0 if layers.per_step[-1] == 1 else 10.0) < 180.0 <= budget.charged_seconds
+    assert set(watch.layers) == {1, 2} and len(watch.layers) == int(run.trainer.state.timestamp.batch)
+    assert budget.charged_seconds == sum(4.0 if k == 1 else 10.0 for k in watch.layers)
+    assert budget.charged_seconds - (4.0 if watch.layers[-1] == 1 else 10.0) < 180.0 <= budget.charged_seconds
     run.close()
 
     # selective backprop scores a pool of 32 rows forward-only (2 x 3 s) and trains 16 (10 s): 16 s a

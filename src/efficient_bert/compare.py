@@ -10,8 +10,8 @@ reference system, so every row buys exactly the same training, on any GPU and on
 budget in ``--hours`` gets all rows. The baseline runs with every seed in ``--seeds``; a method
 runs with the first, and with the others too when its eval-loss difference to the baseline is
 smaller than the baseline's seed spread. RHO-loss first trains its irreducible-loss model on the
-data's ``holdout`` split (``convert_c4.py --holdout_fraction``) at the shortest budget, as
-NoTrainNoGain does, and extracts its losses.
+data's ``holdout`` split (``convert_c4.py --holdout_fraction``), as NoTrainNoGain does, for the
+shortest budget, and extracts its losses.
 
 Per row: eval MLM loss and masked accuracy on the held-out set (fixed masks), steps, tokens
 trained, the budget charged, and with ``--glue-dir`` the GLUE scores after fine-tuning its export
