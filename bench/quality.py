@@ -123,11 +123,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(set(names)) != len(names):
         parser.error(f"run names must be unique: {names}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    launcher = args.launcher or default_launcher()
+    entry = [*(args.launcher or default_launcher()), os.path.relpath(ROOT / "main.py")]
     results = []
     for spec in args.run:
-        results.append(run_config(spec, Path(args.out), [*launcher, os.path.relpath(ROOT / "main.py")], common_overrides(args),
-                                  tag="quality"))
+        results.append(run_config(spec, Path(args.out), entry, common_overrides(args), tag="quality"))
         write_outputs(results, args)  # after every run, so an interrupted sweep keeps its table
     print(table(results))
     return 0 if all(r.returncode == 0 for r in results) else 1

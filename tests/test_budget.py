@@ -276,7 +276,8 @@ def test_calibrate_measures_a_cost_table_for_every_layer_count(tmp_path):
     from efficient_bert.budget.cost_table import CostTable
 
     out = tmp_path / "costs.json"
-    assert main(["--cost-table", "--size", "tiny", "--rows", "2", "--seq", "16", "--steps", "1", "--out", str(out)]) == 0
+    args = ["--cost-table", "--size", "tiny", "--rows", "2", "--seq", "16", "--steps", "1", "--out", str(out)]
+    assert main(args) == 0
     table = CostTable.load(out)
     assert table.model == {"model_type": "mosaic_bert", "hidden_size": 128, "num_hidden_layers": 2,
                            "intermediate_size": 512}
@@ -292,4 +293,5 @@ def test_shipped_cost_table_prices_mosaic_bert_base_at_128_tokens():
     table.check_model(MosaicBertForMaskedLM(MosaicBertConfig(vocab_size=30528, **SIZES["base"])), 128)
     assert table.measured_on["device"] == "NVIDIA H200" and table.rows == 256
     # every layer adds to a pass, and a forward pass is cheaper than a training pass
-    assert all(a < b for a, b in zip(table.train, table.train[1:])) and all(a < b for a, b in zip(table.forward, table.train))
+    assert all(a < b for a, b in zip(table.train, table.train[1:]))
+    assert all(a < b for a, b in zip(table.forward, table.train))

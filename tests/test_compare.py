@@ -26,7 +26,8 @@ def test_compare_builds_the_table_and_resumes(tmp_path, tokenizer_dir, token_mds
            "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"), "--clock", str(clock), "--yamls", str(ROOT / "yamls"),
            "--glue-dir", str(ROOT / "data" / "glue"), "--glue-yaml", str(glue), "--launcher", f"{sys.executable} -m",
            "--override", "loggers.wandb=null", "--override", "eval_at_start=false",
-           "--override", "scheduler={name: budget, curve: linear, warmup: 0.1}", "--override", "eval_subset_num_batches=2"]
+           "--override", "scheduler={name: budget, curve: linear, warmup: 0.1}",
+           "--override", "eval_subset_num_batches=2"]
     assert main(args) == 0, capsys.readouterr().out[-3000:]
     capsys.readouterr()
     result = json.loads((out / "compare.json").read_text())

@@ -166,9 +166,9 @@ def test_every_shipped_yaml_passes_the_checks():
     pretrain = ROOT / "yamls" / "pretrain"
     for path in [*sorted((ROOT / "yamls").glob("*.yaml")), *sorted(pretrain.glob("mosaic-*.yaml"))]:
         check_components(load_config(path))
-    # the files that add to a run: each method, and the HF peer of the budget recipe
-    for layer in [*sorted((ROOT / "yamls" / "methods").glob("*.yaml")), *sorted((ROOT / "yamls" / "budget").glob("*.yaml")),
-                  pretrain / "hf-bert-budget.yaml"]:
+    # the files that add to a run: each method, the budget clock, and the HF peer of the budget recipe
+    layers = [*sorted((ROOT / "yamls" / "methods").glob("*.yaml")), *sorted((ROOT / "yamls" / "budget").glob("*.yaml"))]
+    for layer in [*layers, pretrain / "hf-bert-budget.yaml"]:
         check_components(load_config([pretrain / "mosaic-bert-budget.yaml", layer], ["variables.il_losses=il.npz"]))
 
 

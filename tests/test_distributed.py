@@ -75,8 +75,8 @@ def test_two_processes_train_identical_replicas_and_resume_mid_epoch_bit_identic
     for name, extra in (("whole", ()), ("resumed", (f"load_path={tmp_path / 'whole' / 'ck' / 'ep0-ba6-rank0.pt'}",))):
         (tmp_path / name).mkdir()
         result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "save_interval=6ba",
-                                     "model.hidden_dropout_prob=0.1",
-                                     "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}", *extra), cwd=tmp_path / name)
+                                     "model.hidden_dropout_prob=0.1", "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}",
+                                     *extra), cwd=tmp_path / name)
         assert_clean_exit(result, tmp_path / name)
         check = json.loads((tmp_path / name / "ck" / "replica_check.json").read_text())
         assert check["world_size"] == 2 and check["batch"] == 12 and check["max_abs_diff"] == 0.0

@@ -115,7 +115,8 @@ def train_il_losses(args: argparse.Namespace, entry: list[str]) -> Path:
                               f"seed={args.seeds[0]}"])
     result = run_config(spec, out, entry, common_overrides(args, min(args.hours)), tag="compare")
     if result.returncode != 0:
-        raise SystemExit(f"error: the irreducible-loss model failed (exit {result.returncode}); see {out / IL_MODEL}.log")
+        raise SystemExit(f"error: the irreducible-loss model failed (exit {result.returncode}); "
+                         f"see {out / IL_MODEL}.log")
     cmd = [sys.executable, "-m", "efficient_bert.cli", "extract-il", "--model", str(out / IL_MODEL / "hf"),
            "--tokenizer", args.tokenizer, "--data_local", args.data, "--split", "train", "--out", str(il_losses)]
     print(f"[compare] IL losses: {shlex.join(cmd)}", flush=True)
