@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from efficient_bert.experiments import RunResult, RunSpec, run_config
+from efficient_bert.experiments import RunResult, RunSpec, equal_footing, run_config, single_process_launcher
 from efficient_bert.report import ReportError, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,17 +46,8 @@ def parse_run(text: str) -> RunSpec:
 
 def common_overrides(args: argparse.Namespace) -> list[str]:
     """What every run shares: data, tokenizer, budget and the fixed evaluation."""
-    out = []
-    if args.data:
-        out += [f"train_loader.dataset.local={args.data}", f"eval_loader.dataset.local={args.data}"]
-    if args.tokenizer:
-        out.append(f"tokenizer.path={args.tokenizer}")
-    if args.hours is not None:
-        out += [f"budget.hours={args.hours}", "max_duration=100000000ba"]  # the budget ends the run
-    out += [f"eval_loader.dataset.mask_seed={args.eval_mask_seed}",
-            f"eval_loader.dataset.mlm_probability={args.eval_mlm_probability}",
-            "eval_loader.dataset.shuffle=false", f"eval_subset_num_batches={args.eval_batches}"]
-    return out + list(args.override)
+    return equal_footing(args.data, args.tokenizer, args.hours, args.eval_mask_seed, args.eval_mlm_probability,
+                         args.eval_batches) + list(args.override)
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -95,14 +86,6 @@ def write_outputs(results: Sequence[RunResult], args: argparse.Namespace) -> Non
             print(f"[quality] no report: {exc}", file=sys.stderr)
 
 
-def default_launcher() -> list[str]:
-    import shutil
-
-    if shutil.which("composer"):
-        return ["composer", "-n", "1"]
-    return [sys.executable, "-m", "composer.cli.launcher", "-n", "1"]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=parse_run, action="append", required=True, metavar="NAME=ARGS",
@@ -123,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(set(names)) != len(names):
         parser.error(f"run names must be unique: {names}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    entry = [*(args.launcher or default_launcher()), os.path.relpath(ROOT / "main.py")]
+    entry = [*(args.launcher or single_process_launcher()), os.path.relpath(ROOT / "main.py")]
     results = []
     for spec in args.run:
         results.append(run_config(spec, Path(args.out), entry, common_overrides(args), tag="quality"))

@@ -97,10 +97,9 @@ def uses_rho(methods: Sequence[str]) -> bool:
 
 
 def common_overrides(args: argparse.Namespace, hours: float) -> list[str]:
-    return [f"train_loader.dataset.local={args.data}", f"eval_loader.dataset.local={args.data}",
-            f"tokenizer.path={args.tokenizer}", f"budget.hours={hours}", "max_duration=100000000ba",
-            f"eval_loader.dataset.mask_seed={args.eval_mask_seed}", "eval_loader.dataset.shuffle=false",
-            "eval_subset_num_batches=-1", *args.override]
+    from efficient_bert.experiments import equal_footing
+
+    return equal_footing(args.data, args.tokenizer, hours, args.eval_mask_seed) + list(args.override)
 
 
 def train_il_losses(args: argparse.Namespace, entry: list[str]) -> Path:
@@ -249,10 +248,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"methods must be unique: {args.methods}")
     check_inputs(args)
 
-    from efficient_bert.experiments import module_launcher
+    from efficient_bert.experiments import single_process_launcher
     from efficient_bert.report import ReportError, report
 
-    entry = [*(args.launcher or module_launcher()), "efficient_bert.train"]
+    entry = [*(args.launcher or single_process_launcher(module=True)), "efficient_bert.train"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     il_losses = train_il_losses(args, entry) if uses_rho(args.methods) else None

@@ -51,11 +51,28 @@ class RunResult:
         return self.tokens / self.train_seconds if self.tokens and self.train_seconds else None
 
 
-def module_launcher() -> list[str]:
-    """The command that runs a Python module as one training process: ``composer -n 1 -m``."""
-    if shutil.which("composer"):
-        return ["composer", "-n", "1", "-m"]
-    return [sys.executable, "-m", "composer.cli.launcher", "-n", "1", "-m"]
+def single_process_launcher(module: bool = False) -> list[str]:
+    """The command that starts one training process: ``composer -n 1`` (with ``module``, ``-m``:
+    the next argument is a Python module, not a script)."""
+    base = ["composer"] if shutil.which("composer") else [sys.executable, "-m", "composer.cli.launcher"]
+    return [*base, "-n", "1", *(["-m"] if module else [])]
+
+
+def equal_footing(data: Optional[str], tokenizer: Optional[str], hours: Optional[float], mask_seed: int,
+                  mlm_probability: Optional[float] = None, eval_batches: int = -1) -> list[str]:
+    """The overrides every run of a comparison shares: data, tokenizer, the budget (which then ends
+    the run) and the evaluation: the same held-out rows, unshuffled, masked with one seed."""
+    out = []
+    if data:
+        out += [f"train_loader.dataset.local={data}", f"eval_loader.dataset.local={data}"]
+    if tokenizer:
+        out.append(f"tokenizer.path={tokenizer}")
+    if hours is not None:
+        out += [f"budget.hours={hours}", "max_duration=100000000ba"]
+    out.append(f"eval_loader.dataset.mask_seed={mask_seed}")
+    if mlm_probability is not None:
+        out.append(f"eval_loader.dataset.mlm_probability={mlm_probability}")
+    return out + ["eval_loader.dataset.shuffle=false", f"eval_subset_num_batches={eval_batches}"]
 
 
 def read_result(folder: Path, name: str, command: str, returncode: int) -> RunResult:

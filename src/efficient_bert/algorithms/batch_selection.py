@@ -16,6 +16,7 @@ from composer.core.precision import get_precision_context
 from composer.utils import dist
 
 from efficient_bert.budget import extra_forward
+from efficient_bert.data.mlm_collator import batch_rows
 
 PAD_VALUES = {"labels": -100}  # padding for other entries is 0: attention_mask 0 hides it from the model
 
@@ -28,10 +29,6 @@ class DrawsCandidatePool(Protocol):
 
     pool_size: int
     train_batch_size: int
-
-
-def batch_rows(batch: Mapping[str, Any]) -> int:
-    return int(batch["input_ids"].shape[0])
 
 
 def select_rows(batch: Mapping[str, Any], rows: Sequence[int]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from efficient_bert.budget.cost_table import SHAPE_KEYS, CostTable
+from efficient_bert.budget.cost_table import CostTable, model_shape
 
 # The reference system and its seconds per step of each workload: the mean of two runs of
 # `--measure-only --steps 30` on a lent H100 (base 0.0524 and 0.0460, tiny 0.0118 and 0.0125:
@@ -118,9 +118,8 @@ def measure_cost_table(size: str = "base", rows: int = 256, seq: int = 128, step
             plan.set_depth(layers)
             train.append(workload.seconds(workload.train_step, steps, warmup, bar.update))
             forward.append(workload.seconds(workload.forward, steps, warmup, bar.update))
-    config = workload.model.config
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return CostTable(model={key: getattr(config, key) for key in SHAPE_KEYS}, seq_len=seq, rows=rows,
+    return CostTable(model=model_shape(workload.model), seq_len=seq, rows=rows,
                      train=tuple(train), forward=tuple(forward),
                      measured_on={"device": name, "torch": torch.__version__, "steps": steps, "warmup": warmup,
                                   "precision": "amp_bf16" if device == "cuda" else "fp32", "compiled": False})

@@ -37,6 +37,14 @@ from efficient_bert.model.layer_plan import find_encoder_layers
 SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size")
 
 
+def model_shape(model: nn.Module) -> dict[str, Any]:
+    """The ``SHAPE_KEYS`` of a model (HF, or in a Composer model), its layers counted in its layer list."""
+    root, owner, attribute = find_encoder_layers(model)
+    config = getattr(root, "config", None)
+    return {**{key: getattr(config, key, None) for key in SHAPE_KEYS},
+            "num_hidden_layers": len(owner._modules[attribute])}
+
+
 @dataclass(frozen=True)
 class CostTable:
     """Seconds per pass of ``rows`` rows of ``seq_len`` tokens, by running layers; see the module docstring."""
@@ -69,10 +77,7 @@ class CostTable:
 
     def check_model(self, model: nn.Module, seq_len: int) -> None:
         """Refuse a model or sequence length the table was not measured for."""
-        root, owner, attribute = find_encoder_layers(model)
-        config = getattr(root, "config", None)
-        shape = {key: getattr(config, key, None) for key in SHAPE_KEYS}
-        shape["num_hidden_layers"] = len(owner._modules[attribute])
+        shape = model_shape(model)
         if shape != self.model:
             differ = ", ".join(f"{k} {self.model.get(k)} (model: {shape[k]})" for k in SHAPE_KEYS
                                if shape[k] != self.model.get(k))

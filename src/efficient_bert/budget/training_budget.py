@@ -40,6 +40,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from efficient_bert.budget.cost_table import CostTable
+from efficient_bert.data.mlm_collator import batch_rows
 from efficient_bert.model.layer_plan import running_layer_count
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def run_progress(state: State) -> float:
 
 def _batch_rows(batch: Any) -> int:
     if isinstance(batch, Mapping) and torch.is_tensor(batch.get("input_ids")):
-        return int(batch["input_ids"].shape[0])
+        return batch_rows(batch)
     raise ValueError("the reference clock prices rows of dict batches with input_ids; this batch is a "
                      f"{type(batch).__name__}: use budget.clock wall or rst")
 

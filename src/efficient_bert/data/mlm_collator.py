@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+
+
+def batch_rows(batch: Mapping[str, Any]) -> int:
+    """The number of rows of a collated MLM batch."""
+    return int(batch["input_ids"].shape[0])
 
 
 def host_counts(attention_mask: torch.Tensor, labels: torch.Tensor) -> dict[str, list[int]]:
