@@ -31,17 +31,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from efficient_bert.experiments import RunResult, RunSpec, equal_footing, run_config, single_process_launcher
+from efficient_bert.experiments import RunResult, equal_footing, parse_run, run_config, single_process_launcher
 from efficient_bert.report import ReportError, report
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def parse_run(text: str) -> RunSpec:
-    name, sep, rest = text.partition("=")
-    if not sep or not name or "/" in name or not rest.strip():
-        raise argparse.ArgumentTypeError(f"--run takes NAME=YAML [YAML ...] [key=value ...], got {text!r}")
-    return RunSpec(name, shlex.split(rest))
 
 
 def common_overrides(args: argparse.Namespace) -> list[str]:

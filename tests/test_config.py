@@ -145,6 +145,7 @@ def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(token
                                 "string (0.06dur, 500ba, 2ep, ...), got 'soon'"),
     ("max_duration=abc", "invalid value for max_duration: 'abc' is not a Composer time string (a number and a unit: "
                          "1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)"),
+    ("train_log_interval=2ep", "invalid value for train_log_interval: '2ep' is not a number of batches (e.g. 10ba)"),
     ("global_train_batch_size=abc", "invalid value for global_train_batch_size: Value 'abc' of type 'str' could not "
                                     "be converted to Integer"),
 ])

@@ -49,6 +49,23 @@ def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir, capsys):
     assert "error: tokenizer.path: tokenizer directory not found: /does/not/exist" in capsys.readouterr().err
 
 
+def test_a_non_finite_loss_stops_the_run_before_its_checkpoint(tmp_path, tokenizer_dir, token_mds, capsys):
+    import torch
+
+    from efficient_bert.train import main
+
+    out = tmp_path / "run"
+    # no warmup at LR 1e30: step 1 leaves weights near 1e30, and step 2's loss is NaN
+    assert main([str(TINY), f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", f"save_folder={out}",
+                 "loggers.wandb=null", "callbacks.hf_export=null", "eval_at_start=false", "optimizer.lr=1e30",
+                 "max_duration=4ba", "save_interval=1ba"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: training loss is nan at batch 2. Usual causes: learning rate too high")
+    assert sorted(p.name for p in out.glob("ep*.pt")) == ["ep0-ba1-rank0.pt"]  # step 2's weights are never saved
+    weights = torch.load(out / "ep0-ba1-rank0.pt", weights_only=False)["state"]["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values() if isinstance(w, torch.Tensor))
+
+
 @pytest.mark.slow
 def test_mosaic_bert_pretrains_and_its_checkpoint_loads_for_fine_tuning(tmp_path, tokenizer_dir, token_mds):
     import torch

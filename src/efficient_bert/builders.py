@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-from composer import Trainer
 from composer.core import DataSpec
 from composer.devices import Device, DeviceCPU, DeviceGPU
 from composer.utils import dist, reproducibility
@@ -30,13 +29,14 @@ from efficient_bert.budget.cost_table import CostTable
 from efficient_bert.callbacks import (ConsoleLog, EvalHistory, HFExport, MetricsFile, NaNGuard, ReplicaCheck,
                                       RestoreRNGMidEpoch, TrainedCounts)
 from efficient_bert.callbacks.replica_check import replica_check
-from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container
+from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container, train_log_batches
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.text_dataset import StreamingTextDataset
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.optim import SophiaG, param_groups
 from efficient_bert.registries import ALGORITHMS, CALLBACKS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, load_components
 from efficient_bert.registry import ConfigError, Registry, config_errors, nearest
+from efficient_bert.trainer import Trainer
 from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE, RUN_FILE
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def build_loader(cfg: LoaderConfig, tokenizer: Any, device_batch_size: int, seed
         tokenizer, device_batch_size, local=ds.local, remote=ds.remote, split=ds.split, shuffle=ds.shuffle,
         shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed, mlm_probability=ds.mlm_probability,
         mask_seed=seed if ds.mask_seed is None else ds.mask_seed, vary_masks_by_epoch=not evaluation,
-        max_seq_len=ds.max_seq_len, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
+        max_seq_len=ds.max_seq_len, pack=ds.pack, num_workers=cfg.num_workers, drop_last=cfg.drop_last,
         pin_memory=cfg.pin_memory and device == "gpu", prefetch_factor=cfg.prefetch_factor,
         persistent_workers=cfg.persistent_workers, timeout=cfg.timeout, predownload=ds.predownload,
         cache_limit=ds.cache_limit, num_canonical_nodes=ds.num_canonical_nodes)
@@ -170,6 +170,9 @@ def build_algorithms(cfg: TrainConfig, world_size: int) -> tuple[list[Any], int]
     selectors = [a for a in algorithms if isinstance(a, DrawsCandidatePool)]
     if len(selectors) > 1:
         raise ConfigError(f"use one batch-selection algorithm at a time, not {', '.join(map(repr, selectors))}")
+    if selectors and cfg.train_loader.dataset.pack:
+        raise ConfigError(f"{selectors[0]!r} selects rows by sample and cannot train packed rows: set "
+                          "train_loader.dataset.pack: false")
     rows = selectors[0].pool_size if selectors else cfg.global_train_batch_size
     if rows % world_size:
         raise ConfigError(f"{selectors[0]!r}: the pool ({rows} rows) must be divisible by the number of processes "
@@ -203,14 +206,14 @@ def records_folder(cfg: TrainConfig) -> str:
 def build_callbacks(cfg: TrainConfig, device: Device, world_size: int,
                     records: str) -> tuple[list[Any], EvalHistory]:
     """The YAML's callbacks, the monitors every report needs unless the YAML names them (null switches
-    one off), and the ones every run has: eval history, NaN guard, trained counts, and the replica
+    one off), and the ones every run has: eval history, trained counts, and the replica
     check in multi-process runs."""
     defaults = {"speed_monitor": {}, "lr_monitor": {}, **({"memory_monitor": {}} if isinstance(device, DeviceGPU)
                                                            else {})}
     sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
     callbacks = build_components(CALLBACKS, sections, "callbacks", save_folder=records)
     history = EvalHistory(str(Path(cfg.save_folder) / EVAL_HISTORY_FILE) if is_local(cfg.save_folder) else None)
-    callbacks += [history, NaNGuard(), TrainedCounts()]
+    callbacks += [history, TrainedCounts()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
         callbacks.append(replica_check(records))  # one all-gather at the end: replicas must agree
     return callbacks, history
@@ -285,6 +288,14 @@ def named(section: dict[str, Any], where: str, registry: Registry) -> tuple[str,
     return options.pop("name"), options
 
 
+def check_packing(cfg: TrainConfig) -> None:
+    """Packed rows need a model that keeps attention within each document: ours, unpadded."""
+    for where, loader in (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader)):
+        if loader is not None and loader.dataset.pack and cfg.model.get("name") != "mosaic_bert":
+            raise ConfigError(f"{where}.dataset.pack needs model.name: mosaic_bert, which attends within each "
+                              f"document of a row; {cfg.model.get('name')} would attend across the whole row")
+
+
 def check_components(cfg: TrainConfig) -> None:
     """Check every component section's names and options before any data or model is built."""
     for registry, where, section in ((MODELS, "model", cfg.model), (OPTIMIZERS, "optimizer", cfg.optimizer),
@@ -337,8 +348,10 @@ def build_trainer(cfg: TrainConfig) -> Run:
     """Check the config, then build the run: process group, algorithms, model, optimizer and
     scheduler, callbacks, loggers, data (last: a config error above leaves no dataset behind), trainer."""
     check_components(cfg)
+    check_packing(cfg)
     check_fresh_save_folder(cfg)
-    callbacks = build_budget(cfg.budget, cfg.save_folder)
+    # the guard first: a step with a non-finite loss stops before any other callback exports its weights
+    callbacks = [NaNGuard(), *build_budget(cfg.budget, cfg.save_folder)]
     device, precision, world_size = init_process_group(cfg)
     parallelism = build_parallelism(cfg.fsdp, world_size, device.name)
     algorithms, train_rows = build_algorithms(cfg, world_size)
@@ -360,7 +373,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
             eval_subset_num_batches=cfg.eval_subset_num_batches, device=device, precision=precision,
             parallelism_config=parallelism,
             device_train_microbatch_size=cfg.device_train_microbatch_size or train_rows_per_step(cfg, world_size),
-            seed=cfg.seed, algorithms=algorithms, callbacks=callbacks, loggers=loggers,
+            train_log_interval=train_log_batches(cfg), seed=cfg.seed, algorithms=algorithms, callbacks=callbacks,
+            loggers=loggers,
             progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar, log_to_console=False,
             save_folder=cfg.save_folder, save_interval=cfg.save_interval,
             save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,

@@ -36,6 +36,9 @@ class DatasetConfig:
     mask_seed: Optional[int] = None  # masks hash (mask_seed, epoch, sample_id); default: the run's seed. An eval
     # loader ignores the epoch: the same masks at every evaluation
     max_seq_len: int = 128
+    # several documents per row of max_seq_len tokens, attention within each (mosaic_bert only): batch
+    # sizes then count documents, device_train_microbatch_size counts packed rows
+    pack: bool = False
     predownload: Optional[int] = None
     cache_limit: Optional[str] = None
     num_canonical_nodes: Optional[int] = None
@@ -105,6 +108,9 @@ class TrainConfig:
     progress_bar: Optional[bool] = None  # default: when stdout is a terminal
     log_to_console: bool = True  # one line per console_log_interval and per evaluation
     console_log_interval: str = "100ba"
+    # the training loss (its mean since the last log) and train metrics are logged every this many
+    # batches: each log makes the host wait for the GPU (efficient_bert.trainer)
+    train_log_interval: str = "10ba"
 
     save_folder: Optional[str] = None  # Composer checkpoints (local path or object-store URI)
     save_interval: str = "1ep"
@@ -217,7 +223,7 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
 
 
 # TrainConfig fields that Composer reads as time strings
-TIME_KEYS = ("max_duration", "eval_interval", "save_interval", "console_log_interval")
+TIME_KEYS = ("max_duration", "eval_interval", "save_interval", "console_log_interval", "train_log_interval")
 
 
 def check_time_strings(cfg: Any, source: str) -> None:
@@ -226,6 +232,17 @@ def check_time_strings(cfg: Any, source: str) -> None:
         if value is not None and not is_time_string(str(value)):
             raise ConfigError(f"{source}: invalid value for {key}: {value!r} is not a Composer time string "
                               "(a number and a unit: 1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)")
+    if isinstance(cfg, TrainConfig) and train_log_batches(cfg) is None:
+        raise ConfigError(f"{source}: invalid value for train_log_interval: {cfg.train_log_interval!r} is not a "
+                          "number of batches (e.g. 10ba)")
+
+
+def train_log_batches(cfg: TrainConfig) -> Optional[int]:
+    """``train_log_interval`` as a number of batches (None if it is not one)."""
+    from composer.core import Time, TimeUnit
+
+    interval = Time.from_timestring(str(cfg.train_log_interval))
+    return int(interval.value) if interval.unit == TimeUnit.BATCH and interval.value >= 1 else None
 
 
 def to_container(cfg: TrainConfig) -> dict[str, Any]:

@@ -9,6 +9,7 @@ and is never run again; a folder without one (a killed run) is an error naming i
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import shutil
@@ -49,6 +50,14 @@ class RunResult:
     @property
     def tokens_per_second(self) -> Optional[float]:
         return self.tokens / self.train_seconds if self.tokens and self.train_seconds else None
+
+
+def parse_run(text: str) -> RunSpec:
+    """``NAME=YAML [YAML ...] [key=value ...]``, a ``--run`` argument of the benchmark scripts."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or "/" in name or not rest.strip():
+        raise argparse.ArgumentTypeError(f"--run takes NAME=YAML [YAML ...] [key=value ...], got {text!r}")
+    return RunSpec(name, shlex.split(rest))
 
 
 def single_process_launcher(module: bool = False) -> list[str]:

@@ -34,6 +34,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from composer.utils import dist
 
     from efficient_bert.builders import build_trainer
+    from efficient_bert.callbacks import NonFiniteLossError
     from efficient_bert.config import load_config
     from efficient_bert.data.text_dataset import CorruptShardError, corrupt_shard_message
 
@@ -45,7 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         run.fit()
-    except (CorruptShardError, FileExistsError) as exc:  # bad data, or outputs that a run would overwrite
+    # bad data, a non-finite loss, or outputs that a run would overwrite
+    except (CorruptShardError, FileExistsError, NonFiniteLossError) as exc:
         message = corrupt_shard_message(exc) if isinstance(exc, CorruptShardError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
         run.close()
