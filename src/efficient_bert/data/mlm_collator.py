@@ -63,9 +63,12 @@ class MLMCollator:
     """
 
     def __init__(self, tokenizer: Any, mlm_probability: float = 0.30, pad_to_multiple_of: int = 8, seed: int = 0,
-                 vary_by_epoch: bool = True):
+                 vary_by_epoch: bool = True, pack_to: Optional[int] = None):
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+        if pack_to is not None and pack_to < 1:
+            raise ValueError(f"pack_to is a row length in tokens, got {pack_to}")
+        self.pack_to = pack_to
         if seed < 0:
             raise ValueError(f"the masking seed must be a non-negative integer, got {seed}")
         self.mlm_probability = mlm_probability
@@ -110,6 +113,8 @@ class MLMCollator:
         attention_mask = (input_ids != self.pad_id).long()
         sample_ids = [int(ex.get("sample_id", row)) for row, ex in enumerate(examples)]
         masked, labels = self.mask(input_ids, sample_ids, [int(ex.get("epoch", 0)) for ex in examples])
+        if self.pack_to is not None:
+            return self.packed(masked, labels, attention_mask.sum(dim=1).tolist())
         batch = {
             "input_ids": masked,
             "attention_mask": attention_mask,
@@ -120,3 +125,38 @@ class MLMCollator:
         if "sample_id" in examples[0]:
             batch["sample_id"] = torch.tensor(sample_ids, dtype=torch.long)
         return batch
+
+    def packed(self, input_ids: torch.Tensor, labels: torch.Tensor, lengths: Sequence[int]) -> dict[str, Any]:
+        """Masked documents (one per row of ``input_ids``) packed into rows of at most ``pack_to``
+        tokens, first-fit by decreasing length. The mask numbers each row's documents 1, 2, ...
+        (0: padding) and ``document_lengths`` lists them per row, so that an unpadded model keeps
+        attention within each document; the per-row counts are the rows' sums."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep the batch order
+        free = np.empty(0, dtype=np.int64)
+        placed: list[list[int]] = []  # the documents of each row
+        for doc in order:
+            fits = np.flatnonzero(free >= lengths[doc])
+            if fits.size:
+                row = int(fits[0])
+            else:
+                row, free = len(placed), np.append(free, self.pack_to)
+                placed.append([])
+            placed[row].append(doc)
+            free[row] -= lengths[doc]
+        m = self.pad_to_multiple_of
+        longest = max(self.pack_to - int(f) for f in free)
+        width = -(-longest // m) * m if m > 1 else longest
+        out_ids = torch.full((len(placed), width), self.pad_id, dtype=torch.long)
+        out_labels = torch.full_like(out_ids, -100)
+        numbers = torch.zeros_like(out_ids)
+        for row, docs in enumerate(placed):
+            start = 0
+            for number, doc in enumerate(docs, start=1):
+                end = start + lengths[doc]
+                out_ids[row, start:end] = input_ids[doc, :lengths[doc]]
+                out_labels[row, start:end] = labels[doc, :lengths[doc]]
+                numbers[row, start:end] = number
+                start = end
+        counts = host_counts(numbers != 0, out_labels)
+        return {"input_ids": out_ids, "attention_mask": numbers, "token_type_ids": torch.zeros_like(out_ids),
+                "labels": out_labels, **counts, "document_lengths": [[lengths[d] for d in docs] for docs in placed]}

@@ -16,7 +16,8 @@ from efficient_bert.model.unigram_floor import UnigramEntropy, original_tokens
 
 # Keys of a batch that a module may consume; the rest (sample_id, ...) is for algorithms.
 # ``seq_lengths``/``masked_counts`` are host-side per-row counts that spare unpadded models a sync.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "seq_lengths", "masked_counts")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "seq_lengths", "masked_counts",
+                "document_lengths")
 
 
 def model_inputs(module: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -26,6 +27,9 @@ def model_inputs(module: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str,
     for attribute in ("_orig_mod", "_fsdp_wrapped_module", "_orig_mod"):
         module = getattr(module, attribute, module)
     names = inspect.signature(module.forward).parameters
+    if "document_lengths" in batch and "document_lengths" not in names:
+        raise ValueError(f"{type(module).__name__} cannot attend within the documents of packed rows; train it on "
+                         "unpacked rows (train_loader.dataset.pack: false) or use model.name: mosaic_bert")
     return {k: batch[k] for k in MODEL_INPUTS if k in batch and k in names}
 
 
@@ -75,8 +79,11 @@ class ComposerMLM(ComposerModel):
         metric.update(outputs.logits, labels)
 
     def flops_per_batch(self, batch: Mapping[str, Any]) -> float:
-        return mlm_training_flops(self.model, batch["attention_mask"], batch.get("labels"),
-                                  batch.get("seq_lengths"), batch.get("masked_counts"))
+        # attention runs per sequence: per document in packed rows
+        documents = batch.get("document_lengths")
+        lengths = [n for row in documents for n in row] if documents is not None else batch.get("seq_lengths")
+        return mlm_training_flops(self.model, batch["attention_mask"], batch.get("labels"), lengths,
+                                  batch.get("masked_counts"))
 
     def get_extra_state(self) -> dict[str, Any]:
         # saved inside every Composer checkpoint, so a checkpoint alone rebuilds the model

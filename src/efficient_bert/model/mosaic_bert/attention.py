@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from efficient_bert.kernels import short_attention, triton_usable
 from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN
 from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes_on
-from efficient_bert.model.mosaic_bert.padding import Unpadded, pad
+from efficient_bert.model.mosaic_bert.padding import Unpadded, scatter
 
 BACKENDS = ("auto", "flash_attn", "triton", "flex", "sdpa", "eager")
 NO_DROPOUT = ("flex", "triton")
@@ -108,13 +108,14 @@ def choose_backend(name: str, device: torch.device, dropout_p: float = 0.0) -> B
 
 
 def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(batch, heads, seq, seq): ALiBi plus -inf on padded keys."""
+    """(sequences, heads, seq, seq): ALiBi plus -inf on padded keys, over the attention grid."""
     device = slopes.device
-    bias = alibi_bias(len(slopes), info.seqlen, device=device)
-    real = torch.zeros(info.batch * info.seqlen, device=device, dtype=torch.bool)
-    real[info.indices] = True
-    keys = torch.zeros(info.batch, 1, 1, info.seqlen, device=device)
-    keys.masked_fill_(~real.view(info.batch, 1, 1, info.seqlen), float("-inf"))
+    positions, rows, width = info.attention_grid()
+    bias = alibi_bias(len(slopes), width, device=device)
+    real = torch.zeros(rows * width, device=device, dtype=torch.bool)
+    real[positions] = True
+    keys = torch.zeros(rows, 1, 1, width, device=device)
+    keys.masked_fill_(~real.view(rows, 1, 1, width), float("-inf"))
     return (bias[None] + keys).to(dtype)
 
 
@@ -126,7 +127,7 @@ def _flex_block_mask(info: Unpadded, total: int, device: torch.device):
     blocks = -(-total // FLEX_BLOCK)
     padded = blocks * FLEX_BLOCK
     lengths = info.cu_seqlens[1:] - info.cu_seqlens[:-1]
-    docs = torch.arange(info.batch + 1, device=device)
+    docs = torch.arange(info.sequences + 1, device=device)
     # the tail padding is one extra pseudo-document, so its rows attend only among themselves
     lengths = torch.cat([lengths, lengths.new_tensor([padded - total])])
     doc_ids = torch.repeat_interleave(docs, lengths, output_size=padded)
@@ -159,14 +160,14 @@ def _by_head(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _split(qkv: torch.Tensor, heads: int, info: Unpadded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    padded = pad(_by_head(qkv, heads), info)  # (batch, seq, 3, heads, dim)
-    q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, dim)
+    padded = scatter(_by_head(qkv, heads), *info.attention_grid())  # (sequences, seq, 3, heads, dim)
+    q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # each (sequences, heads, seq, dim)
     return q, k, v
 
 
 def _merge(out: torch.Tensor, info: Unpadded) -> torch.Tensor:
     batch, heads, seq, dim = out.shape
-    return out.transpose(1, 2).reshape(batch * seq, heads * dim)[info.indices]
+    return out.transpose(1, 2).reshape(batch * seq, heads * dim)[info.attention_grid()[0]]
 
 
 def eager_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:

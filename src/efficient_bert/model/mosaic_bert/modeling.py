@@ -160,11 +160,12 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
 
     @staticmethod
     def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                      seq_lengths: Optional[Sequence[int]] = None) -> Unpadded:
+                      seq_lengths: Optional[Sequence[int]] = None,
+                      document_lengths: Optional[Sequence[Sequence[int]]] = None) -> Unpadded:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
             seq_lengths = [input_ids.shape[1]] * input_ids.shape[0]
-        return locate(attention_mask, seq_lengths)
+        return locate(attention_mask, seq_lengths, document_lengths)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                token_type_ids: Optional[torch.Tensor] = None, info: Optional[Unpadded] = None
@@ -193,9 +194,11 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, seq_lengths: Optional[Sequence[int]] = None,
-                **_) -> torch.Tensor:
-        """Padded (batch, seq, hidden) hidden states (zeros at padding), for HF-style callers."""
-        info = self.locate_tokens(input_ids, attention_mask, seq_lengths)
+                document_lengths: Optional[Sequence[Sequence[int]]] = None, **_) -> torch.Tensor:
+        """Padded (batch, seq, hidden) hidden states (zeros at padding), for HF-style callers; packed
+        rows (``document_lengths``, :func:`~efficient_bert.model.mosaic_bert.padding.locate`) attend
+        within each document."""
+        info = self.locate_tokens(input_ids, attention_mask, seq_lengths, document_lengths)
         x, inputs = self.encode(input_ids, attention_mask, token_type_ids, info)
         return pad(x, inputs.info)
 
@@ -251,14 +254,16 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 seq_lengths: Optional[Sequence[int]] = None, masked_counts: Optional[Sequence[int]] = None,
-                **_) -> MaskedLMOutput:
+                document_lengths: Optional[Sequence[Sequence[int]]] = None, **_) -> MaskedLMOutput:
         """With ``labels``, logits are computed only at labelled (masked) positions: shape
         (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits.
 
         ``seq_lengths`` (real tokens per row) and ``masked_counts`` (labelled tokens per row), when
         the caller knows them on the host as our collator does, spare the step its host syncs.
+        Packed rows come with ``document_lengths`` (each row's documents, numbered in the mask) and
+        attend within each document.
         """
-        info = self.bert.locate_tokens(input_ids, attention_mask, seq_lengths)
+        info = self.bert.locate_tokens(input_ids, attention_mask, seq_lengths, document_lengths)
         if labels is None:
             x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
             return MaskedLMOutput(logits=pad(self.head(x)[0], info))
