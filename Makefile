@@ -21,9 +21,11 @@ $(VENV)/.installed: pyproject.toml requirements/torch.txt requirements/composer.
 	$(BIN)/python scripts/check_install.py
 	touch $@
 
-# pytest exits 5 when it collects nothing (e.g. a -k filter that matches no test): say so, don't fail.
+# One pytest worker per core (most tests wait on a subprocess's imports, so two cores share well), the
+# slowest tests listed at the end. pytest exits 5 when it collects nothing (e.g. a -k filter that matches
+# no test): say so, don't fail.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -n auto --dist worksteal --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5) for: $(PYTEST_ARGS)"; exit 0; fi; exit $$rc
 
 demo: install
