@@ -36,8 +36,8 @@ from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.optim import SophiaG, param_groups
 from efficient_bert.registries import ALGORITHMS, CALLBACKS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, load_components
 from efficient_bert.registry import ConfigError, Registry, config_errors, nearest
-from efficient_bert.trainer import Trainer
 from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE, RUN_FILE
+from efficient_bert.trainer import Trainer
 
 log = logging.getLogger(__name__)
 load_components()

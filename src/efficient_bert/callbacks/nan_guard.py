@@ -18,9 +18,9 @@ class NaNGuard(Callback):
     before that step's checkpoint or evaluation.
 
     Continuing would only write NaN weights over good checkpoints; stopping keeps the last good one.
-    The check costs the host no wait for the GPU mid-step: each microbatch's verdict is computed on
-    the device and copied to host memory behind its loss, and the host waits for that copy only at
-    the end of the step, once the whole step is queued (by then the GPU is past the forward).
+    The check makes the host wait for the GPU only once the whole step is queued: each microbatch's
+    verdict is computed on the device and copied to host memory behind its loss, and the host waits
+    for the last copy at the step's end.
     """
 
     def __init__(self) -> None:
