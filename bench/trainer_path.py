@@ -21,6 +21,10 @@ a user does:
         --run "ours-log-every-batch=yamls/pretrain/mosaic-bert-budget.yaml train_log_interval=1ba" \\
         --run "hf=yamls/pretrain/mosaic-bert-budget.yaml yamls/pretrain/hf-bert-budget.yaml"
 
+``--profile NAME`` runs ``--profile-steps`` more batches of that run's trainer under the torch
+profiler and cProfile, after its timing windows, and prints the GPU kernel time per step, the top
+kernels and the host's top Python functions.
+
 A run's own overrides come last, so a run can read other data: short documents as text rows, with
 and without packing, against the full rows of ``--data``:
 
@@ -86,26 +90,74 @@ def speed(windows: list[tuple[float, int]], steps: int) -> PathSpeed:
 
 
 class WindowClock(Callback):
-    """Times windows of ``steps`` batches after ``warmup`` batches (a GPU sync at each boundary only) and
-    keeps the last ``steps`` batches (as the loader gave them, on the host) for the model-only path."""
+    """Times ``repeats`` windows of ``steps`` batches after ``warmup`` batches (a GPU sync at each
+    boundary only) and keeps the last window's batches (as the loader gave them, on the host) for the
+    model-only path. With ``profile``, the batches after the last window run under the profilers."""
 
-    def __init__(self, warmup: int, steps: int):
-        self.warmup, self.steps = warmup, steps
+    def __init__(self, warmup: int, steps: int, repeats: int, profile: Optional["StepProfile"] = None):
+        self.warmup, self.steps, self.repeats, self.profile = warmup, steps, repeats, profile
         self.windows: list[tuple[float, int]] = []
         self.batches: deque = deque(maxlen=steps)
         self._start: Optional[tuple[float, int]] = None
 
     def batch_end(self, state: State, logger: Logger) -> None:
         done = int(state.timestamp.batch)
-        if done > self.warmup:
+        if self.warmup < done <= self.warmup + self.steps * self.repeats:
             self.batches.append(state.batch)
-        if done < self.warmup or (done - self.warmup) % self.steps:
+        if done < self.warmup or (done - self.warmup) % self.steps or len(self.windows) == self.repeats:
             return
         synchronize()
         now, tokens = time.perf_counter(), int(state.timestamp.token)
         if self._start is not None:
             self.windows.append((now - self._start[0], tokens - self._start[1]))
         self._start = (now, tokens)
+        if len(self.windows) == self.repeats and self.profile is not None:
+            self.profile.start()
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self.profile is not None:
+            self.profile.stop()
+
+
+class StepProfile:
+    """The torch profiler (GPU kernel time) and cProfile (the host's Python) over some training steps."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.report = ""
+        self._began: Optional[float] = None
+
+    def start(self) -> None:
+        import cProfile
+
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self._torch, self._python = profile(activities=activities), cProfile.Profile()
+        self._torch.__enter__()
+        self._python.enable()
+        self._began = time.perf_counter()
+
+    def stop(self) -> None:
+        import io
+        import pstats
+
+        if self._began is None:  # the run ended before the profiled steps
+            return
+        synchronize()
+        wall = time.perf_counter() - self._began
+        self._python.disable()
+        self._torch.__exit__(None, None, None)
+        events = self._torch.key_averages()
+        gpu = sum(e.self_device_time_total for e in events) / 1e3  # ms
+        host = io.StringIO()
+        pstats.Stats(self._python, stream=host).sort_stats("tottime").print_stats(25)
+        self.report = "\n".join([
+            f"profiled {self.steps} steps: {1000 * wall / self.steps:.1f} ms per step (profilers on), GPU kernels "
+            f"{gpu / self.steps:.1f} ms per step",
+            events.table(sort_by="self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total",
+                         row_limit=20),
+            host.getvalue()])
 
 
 def microbatches(batch: dict[str, Any], size: int) -> list[dict[str, Any]]:
@@ -145,7 +197,7 @@ def time_model_only(state: State, batches: list[dict[str, Any]], microbatch: int
 
 
 def measure(name: str, args: list[str], data: str, tokenizer: str, warmup: int, steps: int, repeats: int,
-            overrides: Sequence[str]) -> Result:
+            overrides: Sequence[str], profile_steps: int = 0) -> Result:
     from efficient_bert.builders import build_trainer
     from efficient_bert.config import load_config
 
@@ -155,10 +207,11 @@ def measure(name: str, args: list[str], data: str, tokenizer: str, warmup: int, 
         cfg = load_config(yamls, [
             f"train_loader.dataset.local={data}", f"tokenizer.path={tokenizer}", *overrides,
             *[a for a in args if "=" in a], "eval_loader=null", "budget.eval_every=null", "eval_at_start=false",
-            "progress_bar=false", f"max_duration={warmup + steps * repeats}ba", f"save_folder={folder}",
-            f"run_name={name}"])
+            "progress_bar=false", f"max_duration={warmup + steps * repeats + profile_steps}ba",
+            f"save_folder={folder}", f"run_name={name}"])
         run = build_trainer(cfg)
-        clock = WindowClock(warmup, steps)
+        profile = StepProfile(profile_steps) if profile_steps else None
+        clock = WindowClock(warmup, steps, repeats, profile)
         run.trainer.state.callbacks.append(clock)
         try:
             run.fit()
@@ -166,6 +219,8 @@ def measure(name: str, args: list[str], data: str, tokenizer: str, warmup: int, 
             model_windows = time_model_only(run.trainer.state, clock.batches, microbatch, repeats)
         finally:
             run.close()
+    if profile is not None:
+        print(f"[trainer-path] {name}, trainer profile:\n{profile.report}", flush=True)
     result = Result(name, args, speed(clock.windows, steps), speed(model_windows, steps))
     print(f"[trainer-path] {name}: trainer {result.trainer.tokens_per_s / 1e3:.0f}k tok/s, model only "
           f"{result.model_only.tokens_per_s / 1e3:.0f}k tok/s ({100 * result.share:.1f}%)", flush=True)
@@ -197,12 +252,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timing windows; the median one counts")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="a key=value for every run (repeat)")
+    parser.add_argument("--profile", action="append", default=[], metavar="NAME",
+                        help="after its timing windows, profile this run's trainer (repeat for several runs)")
+    parser.add_argument("--profile-steps", type=int, default=10, help="training steps under the profilers")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (a check of the script, not a figure)"
     print(f"{device} | torch {torch.__version__} | data {args.data}", flush=True)
     results = [measure(spec.name, spec.args, args.data, args.tokenizer, args.warmup, args.steps, args.repeats,
-                       args.override) for spec in args.run]
+                       args.override, args.profile_steps if spec.name in args.profile else 0) for spec in args.run]
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(
