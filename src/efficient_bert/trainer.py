@@ -5,9 +5,10 @@ logs every train metric after every batch. Each read waits until the GPU has fin
 whatever the host does between steps (callbacks, loggers, fetching and copying the next batch)
 leaves the GPU idle. :class:`Trainer` keeps the loss on the device and logs, every
 ``train_log_interval`` batches, its mean over the batches since the last log; the train metrics
-are updated and logged on those batches only. Nothing else in the loop changes, so algorithms,
-callbacks and loggers see the Composer they expect. With ``train_log_interval=1`` it is Composer's
-loop.
+are updated and logged on those batches only. In a single process it also skips the all-reduce
+of each step's time and counts, another device round trip. Nothing else in the loop changes, so
+algorithms, callbacks and loggers see the Composer they expect. With ``train_log_interval=1`` and
+several processes it is Composer's loop.
 """
 
 from __future__ import annotations
