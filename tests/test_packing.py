@@ -119,3 +119,29 @@ def test_packed_text_rows_train_counting_documents_and_refuse_what_cannot_pack(t
         build_trainer(config("model={name: hf_bert}"))
     with pytest.raises(ConfigError, match="selects rows by sample and cannot train packed rows"):
         build_trainer(config("algorithms={selective_backprop: {}}", f"save_folder={tmp_path / 'other'}"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_the_gpu_a_packed_step_matches_unpacked_and_never_waits_for_the_gpu(tokenizer):
+    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
+
+    torch.manual_seed(0)
+    model = MosaicBertForMaskedLM(MosaicBertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=4, intermediate_size=128,
+                                                   hidden_dropout_prob=0.0)).cuda()
+    docs = examples(tokenizer, 48)
+    plain, packed = (MLMCollator(tokenizer, seed=3, pack_to=pack)(docs) for pack in (None, 128))
+    plain, packed = ({k: v.cuda() if torch.is_tensor(v) else v for k, v in b.items() if k != "sample_id"}
+                     for b in (plain, packed))
+
+    def loss(batch):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(**batch).loss
+
+    torch.testing.assert_close(loss(packed), loss(plain), rtol=2e-2, atol=1e-3)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss(packed).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
