@@ -51,11 +51,10 @@ import torch
 from composer.core import Callback, State, get_precision_context
 from composer.loggers import Logger
 
+from efficient_bert.algorithms.batch_selection import select_rows
 from efficient_bert.data.dataloader import real_tokens
+from efficient_bert.data.mlm_collator import batch_rows
 from efficient_bert.experiments import parse_run
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class PathSpeed:
@@ -161,9 +160,9 @@ class StepProfile:
 
 
 def microbatches(batch: dict[str, Any], size: int) -> list[dict[str, Any]]:
-    """Rows ``[i, i + size)`` of every tensor and per-row list in ``batch``."""
-    rows = len(batch["input_ids"])
-    return [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, rows, size)]
+    """``batch`` in microbatches of ``size`` rows."""
+    rows = batch_rows(batch)
+    return [select_rows(batch, range(i, min(i + size, rows))) for i in range(0, rows, size)]
 
 
 def time_model_only(state: State, batches: list[dict[str, Any]], microbatch: int, repeats: int
@@ -174,12 +173,12 @@ def time_model_only(state: State, batches: list[dict[str, Any]], microbatch: int
     tokens = sum(real_tokens(b) for b in batches)
 
     def step(parts: list[dict[str, Any]]) -> None:
-        rows = sum(len(p["input_ids"]) for p in parts)
+        rows = sum(batch_rows(p) for p in parts)
         for part in parts:
             with get_precision_context(state.precision):
                 outputs = model(part)
                 loss = model.loss(outputs, part)
-            (loss * (len(part["input_ids"]) / rows)).backward()
+            (loss * (batch_rows(part) / rows)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -82,10 +82,13 @@ class MLMCollator:
         self.special_ids = torch.tensor(sorted(special), dtype=torch.long)
         self.regular_ids = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
 
-    def pad(self, sequences: Sequence[Any]) -> torch.Tensor:
-        longest = max(len(s) for s in sequences)
+    def width(self, longest: int) -> int:
+        """A batch's row width: ``longest`` rounded up to ``pad_to_multiple_of``."""
         m = self.pad_to_multiple_of
-        width = -(-longest // m) * m if m > 1 else longest
+        return -(-longest // m) * m if m > 1 else longest
+
+    def pad(self, sequences: Sequence[Any]) -> torch.Tensor:
+        width = self.width(max(len(s) for s in sequences))
         batch = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
         for row, seq in enumerate(sequences):
             batch[row, : len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
@@ -143,9 +146,7 @@ class MLMCollator:
                 placed.append([])
             placed[row].append(doc)
             free[row] -= lengths[doc]
-        m = self.pad_to_multiple_of
-        longest = max(self.pack_to - int(f) for f in free)
-        width = -(-longest // m) * m if m > 1 else longest
+        width = self.width(self.pack_to - int(free.min()))
         out_ids = torch.full((len(placed), width), self.pad_id, dtype=torch.long)
         out_labels = torch.full_like(out_ids, -100)
         numbers = torch.zeros_like(out_ids)
