@@ -21,11 +21,10 @@ $(VENV)/.installed: pyproject.toml requirements/torch.txt requirements/composer.
 	$(BIN)/python scripts/check_install.py
 	touch $@
 
-# One pytest worker per core (most tests wait on a subprocess's imports, so two cores share well), the
-# slowest tests listed at the end. pytest exits 5 when it collects nothing (e.g. a -k filter that matches
-# no test): say so, don't fail.
+# The slowest tests are listed at the end. pytest exits 5 when it collects nothing (e.g. a -k filter that
+# matches no test): say so, don't fail.
 test: install
-	$(BIN)/python -m pytest -n auto --dist worksteal --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5) for: $(PYTEST_ARGS)"; exit 0; fi; exit $$rc
 
 demo: install
