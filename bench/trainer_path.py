@@ -263,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"device": device, "args": vars(args),
+            {"device": device, "args": {**vars(args), "run": [asdict(spec) for spec in args.run]},
              "results": [{**asdict(r), "share": r.share} for r in results]}, indent=1))
     return 0
 
