@@ -38,6 +38,27 @@ def test_row_subsets_keep_tensors_and_host_counts_together(tokenizer):
     assert both["seq_lengths"] == both["attention_mask"].sum(1).tolist()
 
 
+def test_consecutive_rows_are_views_and_other_subsets_copies_in_their_order(tokenizer):
+    batch = mlm_batch(tokenizer)
+    span = select_rows(batch, range(2, 5))
+    assert span["input_ids"].data_ptr() == batch["input_ids"][2].data_ptr()
+    assert span["sample_id"].tolist() == [102, 103, 104] and span["seq_lengths"] == batch["seq_lengths"][2:5]
+    assert select_rows(batch, [])["input_ids"].shape == (0, batch["input_ids"].shape[1])
+    assert select_rows(batch, [3, 2, 5])["sample_id"].tolist() == [103, 102, 105]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_the_gpu_selecting_rows_never_waits_for_it(tokenizer):
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in mlm_batch(tokenizer).items()}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        prefix, shuffled = select_rows(batch, range(4)), select_rows(batch, [5, 0, 3])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert prefix["sample_id"].tolist() == [100, 101, 102, 103] and shuffled["sample_id"].tolist() == [105, 100, 103]
+
+
 def test_selection_probabilities_and_draw_statistics_on_planted_losses():
     history = torch.arange(100, dtype=torch.float)
     losses = torch.tensor([10.0, 50.0, 90.0, 200.0, -1.0])

@@ -31,14 +31,32 @@ class DrawsCandidatePool(Protocol):
     train_batch_size: int
 
 
+def row_index(rows: Sequence[int], device: torch.device) -> torch.Tensor:
+    """``rows`` as an index tensor on ``device``. To a GPU it goes from pinned memory, asynchronously:
+    a copy from pageable memory waits for the GPU to finish its queue."""
+    index = torch.tensor(rows, dtype=torch.long)
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
+
+
 def select_rows(batch: Mapping[str, Any], rows: Sequence[int]) -> dict[str, Any]:
-    """The given rows (in that order) of every per-row entry of ``batch``; other entries unchanged."""
+    """The given rows (in that order) of every per-row entry of ``batch``; other entries unchanged.
+    Consecutive rows are a slice of each tensor (a view, no copy and no index on the device)."""
     n = batch_rows(batch)
     rows = [int(r) for r in rows]
+    first = rows[0] if rows else 0
+    span = rows == list(range(first, first + len(rows)))
+    indices: dict[torch.device, torch.Tensor] = {}
     out: dict[str, Any] = {}
     for key, value in batch.items():
         if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == n:
-            out[key] = value.index_select(0, torch.tensor(rows, dtype=torch.long, device=value.device))
+            if span:
+                out[key] = value[first:first + len(rows)]
+            else:
+                if value.device not in indices:
+                    indices[value.device] = row_index(rows, value.device)
+                out[key] = value.index_select(0, indices[value.device])
         elif isinstance(value, (list, tuple)) and len(value) == n:
             out[key] = [value[r] for r in rows]
         else:

@@ -71,6 +71,8 @@ class BatchSizeWarmup(Algorithm):
             refuse_row_counted_duration(state, "batch-size warmup")
             return
         progress = run_progress(state)
-        rows = warmup_rows(progress, batch_rows(state.batch), self.min_fraction, self.warmup, self.multiple)
-        state.batch = apply_batch_size_warmup(state.batch, rows)
+        drawn = batch_rows(state.batch)
+        rows = warmup_rows(progress, drawn, self.min_fraction, self.warmup, self.multiple)
+        if rows < drawn:
+            state.batch = apply_batch_size_warmup(state.batch, rows)
         logger.log_metrics({"batch_size_warmup/rows": rows})
