@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import sample_documents
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.text_dataset import CorruptShardError, StreamingTextDataset
 from efficient_bert.registry import ConfigError, config_errors
@@ -17,6 +18,15 @@ def test_text_rows_are_tokenized_and_truncated(text_mds, tokenizer):
     assert sample["sample_id"] == 5
     assert len(sample["input_ids"]) == 96  # every article is longer than 96 tokens
     assert sample["input_ids"][0] == tokenizer.cls_token_id and sample["input_ids"][-1] == tokenizer.sep_token_id
+
+
+@pytest.mark.parametrize("max_seq_len", [8, 96, 4096])
+def test_text_rows_get_the_ids_of_the_tokenizers_own_truncating_call(text_mds, tokenizer, max_seq_len):
+    documents = sample_documents("validation")
+    with StreamingTextDataset(tokenizer, max_seq_len, local=str(text_mds), split="validation", batch_size=4) as ds:
+        rows = [ds[i]["input_ids"].tolist() for i in range(ds.num_samples)]
+    assert rows == [tokenizer(d, truncation=True, max_length=max_seq_len)["input_ids"] for d in documents]
+    assert max(map(len, rows)) == max_seq_len if max_seq_len < 4096 else min(map(len, rows)) > 96
 
 
 def read_raw_rows(split_dir: Path, rows: list[int]) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import gc
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +33,19 @@ def corrupt_shard_message(exc: BaseException) -> str:
     return lines[-1].split(marker, 1)[1] if lines else str(exc)
 
 
+def truncating_encoder(tokenizer: Any, max_seq_len: int) -> Optional[Any]:
+    """A copy of a fast tokenizer's Rust tokenizer that truncates to ``max_seq_len`` and adds the
+    special tokens: the ids of ``tokenizer(text, truncation=True, max_length=max_seq_len)`` without
+    the Python layer around it (1.6x faster per enwiki sentence on CPU). None for slow tokenizers."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    encoder = copy.deepcopy(backend)
+    encoder.enable_truncation(max_seq_len)
+    encoder.no_padding()
+    return encoder
+
+
 class StreamingTextDataset(StreamingDataset):
     """Samples ``{"input_ids": np.int64 array, "sample_id": int}`` from shards written by convert_c4.py.
 
@@ -59,6 +73,7 @@ class StreamingTextDataset(StreamingDataset):
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
         self.max_seq_len = max_seq_len
+        self._encoder = truncating_encoder(tokenizer, max_seq_len)
         columns = set(self.shards[0].column_names) if self.shards else set()
         if TOKENS_COLUMN in columns:
             self.column = TOKENS_COLUMN
@@ -70,8 +85,11 @@ class StreamingTextDataset(StreamingDataset):
                               f"'{TEXT_COLUMN}' (convert_c4.py) or '{TOKENS_COLUMN}' (convert_c4.py --concat_tokens)")
 
     def tokenize(self, text: str) -> np.ndarray:
-        ids = self.tokenizer(text, truncation=True, max_length=self.max_seq_len, add_special_tokens=True,
-                             verbose=False)["input_ids"]
+        if self._encoder is None:
+            ids = self.tokenizer(text, truncation=True, max_length=self.max_seq_len, add_special_tokens=True,
+                                 verbose=False)["input_ids"]
+        else:
+            ids = self._encoder.encode(text).ids
         return np.asarray(ids, dtype=np.int64)
 
     def shard_error(self, shard_id: int, what: str) -> CorruptShardError:
