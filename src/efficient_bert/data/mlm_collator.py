@@ -135,29 +135,36 @@ class MLMCollator:
         (0: padding) and ``document_lengths`` lists them per row, so that an unpadded model keeps
         attention within each document; the per-row counts are the rows' sums."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep the batch order
-        free = np.empty(0, dtype=np.int64)
+        free = np.full(len(lengths), self.pack_to, dtype=np.int64)  # room left in each row opened so far
+        rows_open = 0
         placed: list[list[int]] = []  # the documents of each row
         for doc in order:
-            fits = np.flatnonzero(free >= lengths[doc])
-            if fits.size:
-                row = int(fits[0])
-            else:
-                row, free = len(placed), np.append(free, self.pack_to)
+            fits = free[:rows_open] >= lengths[doc]
+            row = int(fits.argmax()) if rows_open and fits.any() else rows_open
+            if row == rows_open:
+                rows_open += 1
                 placed.append([])
             placed[row].append(doc)
             free[row] -= lengths[doc]
-        width = self.width(self.pack_to - int(free.min()))
+        width = self.width(self.pack_to - int(free[:rows_open].min()))
+        # one scatter per tensor: every document's tokens, in row order, to their flat positions
+        per_row = [len(row_docs) for row_docs in placed]
+        docs = [doc for row_docs in placed for doc in row_docs]
+        sizes = np.array([lengths[d] for d in docs], dtype=np.int64)
+        row_of = np.repeat(np.arange(len(placed)), per_row)
+        row_first = np.r_[0, np.cumsum(per_row)[:-1]][row_of]  # index in docs of its row's first document
+        offset = np.cumsum(sizes) - sizes  # each document's start in the concatenation
+        start = row_of * width + offset - offset[row_first]  # and in the flat output
+        target = torch.from_numpy(np.repeat(start - offset, sizes) + np.arange(int(sizes.sum())))
+        number = torch.from_numpy(np.repeat(np.arange(len(docs)) - row_first + 1, sizes))
+        index = torch.tensor(docs, dtype=torch.long)
+        keep = torch.arange(input_ids.shape[1]) < torch.from_numpy(sizes)[:, None]
         out_ids = torch.full((len(placed), width), self.pad_id, dtype=torch.long)
         out_labels = torch.full_like(out_ids, -100)
         numbers = torch.zeros_like(out_ids)
-        for row, docs in enumerate(placed):
-            start = 0
-            for number, doc in enumerate(docs, start=1):
-                end = start + lengths[doc]
-                out_ids[row, start:end] = input_ids[doc, :lengths[doc]]
-                out_labels[row, start:end] = labels[doc, :lengths[doc]]
-                numbers[row, start:end] = number
-                start = end
+        out_ids.view(-1)[target] = input_ids[index][keep]
+        out_labels.view(-1)[target] = labels[index][keep]
+        numbers.view(-1)[target] = number
         counts = host_counts(numbers != 0, out_labels)
         return {"input_ids": out_ids, "attention_mask": numbers, "token_type_ids": torch.zeros_like(out_ids),
-                "labels": out_labels, **counts, "document_lengths": [[lengths[d] for d in docs] for docs in placed]}
+                "labels": out_labels, **counts, "document_lengths": [[lengths[d] for d in row_docs] for row_docs in placed]}
