@@ -15,8 +15,9 @@ def test_compare_builds_the_table_and_resumes(tmp_path, tokenizer_dir, token_mds
 
     clock = tmp_path / "clock.yaml"
     clock.write_text(f"budget: {{clock: reference, cost_table: {tiny_cost_table}}}\n")
-    glue = tmp_path / "glue.yaml"  # one short SST-2 fine-tuning per row
+    glue = tmp_path / "glue.yaml"  # one short SST-2 fine-tuning per row, on 256 examples
     glue.write_text("checkpoint: ???\nresults_dir: ???\nglue_dir: ???\nprogress_bar: false\n"
+                    "max_train_examples: 256\nmax_eval_examples: 256\n"
                     "tasks: {sst2: {epochs: 1, lr: 3.0e-4, batch_size: 32, max_seq_len: 64, seeds: [19]}}\n")
     out = tmp_path / "compare"
     # 0.02 h = 72 reference s (conftest.TINY_COSTS): the baseline trains 8 steps of 10 s; layer drop
