@@ -6,6 +6,8 @@ import importlib.util
 import json
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -35,3 +37,17 @@ def test_trainer_path_times_both_paths_of_each_run_and_writes_them(tokenizer_dir
         assert result["share"] == result["trainer"]["tokens_per_s"] / result["model_only"]["tokens_per_s"]
     table = capsys.readouterr().out
     assert "| demo-log-every-batch |" in table and "trainer vs demo" in table
+
+
+def test_sentence_corpus_splits_paragraphs_at_sentence_ends_and_keeps_what_it_wrote(tmp_path):
+    sentence_corpus = load_script("sentence_corpus")
+    text = "The cat sat down. It was warm! Was it? yes it was.\nA new paragraph here. Too short."
+    assert list(sentence_corpus.sentences(text)) == [
+        "The cat sat down.", "It was warm!", "Was it? yes it was.", "A new paragraph here."]
+    source, out = ROOT / "data" / "sample" / "c4-validation.00000-of-00001.json.gz", tmp_path / "s" / "train.jsonl"
+    assert sentence_corpus.main([str(source), str(out)]) == 0
+    rows = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert len(rows) > 100 and all(len(r.split()) >= 3 for r in rows)
+    with pytest.raises(SystemExit):
+        sentence_corpus.main([str(source), str(out)])  # never over what it wrote
+    assert len(out.read_text().splitlines()) == len(rows)
