@@ -11,14 +11,13 @@ install: $(VENV)/.installed
 
 # The stamp is rebuilt whenever a requirement changes. Order matters: torch first from the pinned
 # local wheels, then the package (constrained to that torch so no step can fetch another one), then
-# Composer and streaming without their stale dependency pins. --no-compile: Python compiles only the
-# modules a run imports, when it first imports them, instead of every file of torch and the others.
+# Composer and streaming without their stale dependency pins.
 $(VENV)/.installed: pyproject.toml requirements/torch.txt requirements/composer.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -r requirements/torch.txt
-	$(BIN)/python -m pip install -q --no-compile -c requirements/torch.txt -e '.[test]'
-	$(BIN)/python -m pip install -q --no-compile --no-deps -r requirements/composer.txt
+	$(BIN)/python -m pip install -q -r requirements/torch.txt
+	$(BIN)/python -m pip install -q -c requirements/torch.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps -r requirements/composer.txt
 	$(BIN)/python scripts/check_install.py
 	touch $@
 
