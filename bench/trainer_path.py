@@ -21,6 +21,10 @@ a user does:
         --run "ours-log-every-batch=yamls/pretrain/mosaic-bert-budget.yaml train_log_interval=1ba" \\
         --run "hf=yamls/pretrain/mosaic-bert-budget.yaml yamls/pretrain/hf-bert-budget.yaml"
 
+``--composer-loop NAME`` runs that config with Composer's device reads at every step, which
+:class:`efficient_bert.trainer.Trainer` and :class:`efficient_bert.callbacks.SpeedMonitor` skip in one
+process: an A/B of what they cost.
+
 ``--profile NAME`` runs ``--profile-steps`` more batches of that run's trainer under the torch
 profiler and cProfile, after its timing windows, and prints the GPU kernel time per step, the top
 kernels and the host's top Python functions.
@@ -101,8 +105,11 @@ class WindowClock(Callback):
 
     def batch_end(self, state: State, logger: Logger) -> None:
         done = int(state.timestamp.batch)
-        if self.warmup < done <= self.warmup + self.steps * self.repeats:
+        timed = self.warmup + self.steps * self.repeats
+        if self.warmup < done <= timed:
             self.batches.append(state.batch)
+        if self.profile is not None and done == timed + self.profile.steps:
+            self.profile.stop()  # before fit's end, whose HF export and checkpoint copy the model to the host
         if done < self.warmup or (done - self.warmup) % self.steps or len(self.windows) == self.repeats:
             return
         synchronize()
@@ -114,7 +121,7 @@ class WindowClock(Callback):
             self.profile.start()
 
     def fit_end(self, state: State, logger: Logger) -> None:
-        if self.profile is not None:
+        if self.profile is not None:  # a run that ended early
             self.profile.stop()
 
 
@@ -141,10 +148,11 @@ class StepProfile:
         import io
         import pstats
 
-        if self._began is None:  # the run ended before the profiled steps
+        if self._began is None:  # not started, or stopped already
             return
         synchronize()
         wall = time.perf_counter() - self._began
+        self._began = None
         self._python.disable()
         self._torch.__exit__(None, None, None)
         events = self._torch.key_averages()
@@ -196,7 +204,7 @@ def time_model_only(state: State, batches: list[dict[str, Any]], microbatch: int
 
 
 def measure(name: str, args: list[str], data: str, tokenizer: str, warmup: int, steps: int, repeats: int,
-            overrides: Sequence[str], profile_steps: int = 0) -> Result:
+            overrides: Sequence[str], profile_steps: int = 0, composer_loop: bool = False) -> Result:
     from efficient_bert.builders import build_trainer
     from efficient_bert.config import load_config
 
@@ -209,6 +217,9 @@ def measure(name: str, args: list[str], data: str, tokenizer: str, warmup: int, 
             "progress_bar=false", f"max_duration={warmup + steps * repeats + profile_steps}ba",
             f"save_folder={folder}", f"run_name={name}"])
         run = build_trainer(cfg)
+        for part in [run.trainer, *run.trainer.state.callbacks]:  # the trainer and the speed monitor
+            if hasattr(part, "single_process_fast_path"):
+                part.single_process_fast_path = not composer_loop
         profile = StepProfile(profile_steps) if profile_steps else None
         clock = WindowClock(warmup, steps, repeats, profile)
         run.trainer.state.callbacks.append(clock)
@@ -253,13 +264,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="a key=value for every run (repeat)")
     parser.add_argument("--profile", action="append", default=[], metavar="NAME",
                         help="after its timing windows, profile this run's trainer (repeat for several runs)")
+    parser.add_argument("--composer-loop", action="append", default=[], metavar="NAME",
+                        help="run this config with Composer's per-step round trips (repeat for several runs)")
     parser.add_argument("--profile-steps", type=int, default=10, help="training steps under the profilers")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (a check of the script, not a figure)"
     print(f"{device} | torch {torch.__version__} | data {args.data}", flush=True)
     results = [measure(spec.name, spec.args, args.data, args.tokenizer, args.warmup, args.steps, args.repeats,
-                       args.override, args.profile_steps if spec.name in args.profile else 0) for spec in args.run]
+                       args.override, args.profile_steps if spec.name in args.profile else 0,
+                       spec.name in args.composer_loop) for spec in args.run]
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(

@@ -27,16 +27,20 @@ def test_trainer_path_times_both_paths_of_each_run_and_writes_them(tokenizer_dir
         "--data", str(token_mds), "--tokenizer", str(tokenizer_dir), "--warmup", "1", "--steps", "2",
         "--repeats", "1", "--json", str(out), "--override", "train_loader.dataset.max_seq_len=64",
         "--override", "train_loader.num_workers=0", "--override", "global_train_batch_size=8",
-        "--run", f"demo={demo}", "--run", f"demo-log-every-batch={demo} train_log_interval=1ba"]) == 0
+        "--run", f"demo={demo}", "--run", f"demo-log-every-batch={demo} train_log_interval=1ba",
+        "--composer-loop", "demo-log-every-batch", "--profile", "demo", "--profile-steps", "1"]) == 0
     written = json.loads(out.read_text())
     assert [r["name"] for r in written["results"]] == ["demo", "demo-log-every-batch"]
     assert written["args"]["run"][1] == {"name": "demo-log-every-batch", "args": [demo, "train_log_interval=1ba"]}
+    assert written["args"]["composer_loop"] == ["demo-log-every-batch"]
     for result in written["results"]:
         for path in ("trainer", "model_only"):
             assert result[path]["tokens_per_s"] > 0 and result[path]["spread"] == 0.0
         assert result["share"] == result["trainer"]["tokens_per_s"] / result["model_only"]["tokens_per_s"]
-    table = capsys.readouterr().out
-    assert "| demo-log-every-batch |" in table and "trainer vs demo" in table
+    printed = capsys.readouterr().out
+    assert "| demo-log-every-batch |" in printed and "trainer vs demo" in printed
+    assert "demo, trainer profile:\nprofiled 1 steps:" in printed
+    assert "safetensors" not in printed  # the profile ends at its last step, before the HF export
 
 
 def test_sentence_corpus_splits_paragraphs_at_sentence_ends_and_keeps_what_it_wrote(tmp_path):
