@@ -4,9 +4,7 @@ One entry point for every model, algorithm and optimizer: all of them are chosen
 assembled by efficient_bert.builders. Runs as one process with plain ``python main.py``.
 """
 
-import sys
-
-from efficient_bert.train import main
+from efficient_bert.train import exit_process, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -36,15 +36,11 @@ OWN_SHM = ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
-def launch(nproc: int, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(launcher_command(nproc, *args, cwd=cwd, port=free_port()), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
-
-
 def spawn_ranks(nproc: int, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """``nproc`` processes of ``python *args`` with the variables Composer's launcher gives its ranks,
     started directly: the launcher's own import of Composer (12 s on 2 cores) is spared where a test
-    is not about the launcher. Each rank writes rank{rank}.stdout/.stderr in ``cwd``, as there."""
+    is not about the launcher (the two-node test runs it). Each rank writes rank{rank}.stdout/.stderr in
+    ``cwd``, as there."""
     port, procs = free_port(), []
     for rank in range(nproc):
         env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
@@ -91,16 +87,17 @@ def test_streaming_splits_an_epoch_across_ranks(tmp_path, tokenizer_dir, token_m
 
 @pytest.mark.slow
 def test_two_processes_train_identical_replicas_and_resume_mid_epoch_bit_identical(tmp_path, tokenizer_dir, token_mds):
-    """Two ranks through Composer's launcher, with layer drop's per-step random depth and each rank's
-    own dropout: both replicas end with identical weights, and resumed from step 6 both ranks draw
-    again what they drew the first time, so the evaluation at 12 and the final weights are exactly
-    the uninterrupted run's."""
+    """Two ranks (started with the variables Composer's launcher sets; the two-node test runs the launcher
+    itself), with layer drop's per-step random depth and each rank's own dropout: both replicas end with
+    identical weights, and resumed from step 6 both ranks draw again what they drew the first time, so the
+    evaluation at 12 and the final weights are exactly the uninterrupted run's."""
     runs = {}
     for name, extra in (("whole", ()), ("resumed", (f"load_path={tmp_path / 'whole' / 'ck' / 'ep0-ba6-rank0.pt'}",))):
         (tmp_path / name).mkdir()
-        result = launch(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "save_interval=6ba",
-                                     "model.hidden_dropout_prob=0.1", "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}",
-                                     *extra), cwd=tmp_path / name)
+        result = spawn_ranks(2, *tiny_run(token_mds, tokenizer_dir, tmp_path / name / "ck", "save_interval=6ba",
+                                          "model.hidden_dropout_prob=0.1",
+                                          "algorithms={layer_drop: {theta_bar: 0.5, gamma: 100}}", *extra),
+                             cwd=tmp_path / name)
         assert_clean_exit(result, tmp_path / name)
         check = json.loads((tmp_path / name / "ck" / "replica_check.json").read_text())
         assert check["world_size"] == 2 and check["batch"] == 12 and check["max_abs_diff"] == 0.0
