@@ -265,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--profile", action="append", default=[], metavar="NAME",
                         help="after its timing windows, profile this run's trainer (repeat for several runs)")
     parser.add_argument("--composer-loop", action="append", default=[], metavar="NAME",
-                        help="run this config with Composer's per-step round trips (repeat for several runs)")
+                        help="run this config with Composer's per-step device reads (repeat for several runs)")
     parser.add_argument("--profile-steps", type=int, default=10, help="training steps under the profilers")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
