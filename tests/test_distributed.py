@@ -1,6 +1,6 @@
 """Multi-process runs on the CPU (gloo): the same code path as `composer main.py` on several GPUs,
-minus NCCL. The replica, resumption and two-node tests go through Composer's own launcher; the others
-start the ranks directly, with the variables the launcher sets."""
+minus NCCL. The two-node test goes through Composer's own launcher; the others start the ranks
+directly, with the variables the launcher sets."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ class SpeedMonitor(composer.callbacks.SpeedMonitor):
         self.history_tokens.append(state.timestamp.token.value)
         self.history_wct.append(state.timestamp.total_wct.total_seconds())
         self.history_flops.append(float(flops_of(state.batch)))
-        if len(self.history_wct) == self.history_wct.maxlen:
+        if len(self.history_wct) == self.history_wct.maxlen:  # the four histories fill together
             seconds = self.history_wct[-1] - self.history_wct[0]
             batches = (len(self.history_samples) - 1) / seconds
             samples = (int(self.history_samples[-1]) - int(self.history_samples[0])) / seconds
@@ -35,8 +35,7 @@ class SpeedMonitor(composer.callbacks.SpeedMonitor):
             if tokens > 0:
                 logger.log_metrics({"throughput/tokens_per_sec": tokens / seconds,
                                     "throughput/device/tokens_per_sec": tokens / seconds})
-        if len(self.history_flops) == self.history_flops.maxlen:
-            flops = (sum(self.history_flops) - self.history_flops[0]) / (self.history_wct[-1] - self.history_wct[0])
+            flops = (sum(self.history_flops) - self.history_flops[0]) / seconds
             logger.log_metrics({"throughput/flops_per_sec": flops, "throughput/device/flops_per_sec": flops})
             if self.gpu_flops_available:
                 logger.log_metrics({"throughput/device/mfu": flops / self.gpu_flops_available})
