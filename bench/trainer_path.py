@@ -147,6 +147,7 @@ class StepProfile:
     def stop(self) -> None:
         import io
         import pstats
+        from torch.autograd import DeviceType
 
         if self._began is None:  # not started, or stopped already
             return
@@ -156,7 +157,8 @@ class StepProfile:
         self._python.disable()
         self._torch.__exit__(None, None, None)
         events = self._torch.key_averages()
-        gpu = sum(e.self_device_time_total for e in events) / 1e3  # ms
+        # the kernels' own rows: an operator's row repeats the time of the kernels it launched
+        gpu = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3  # ms
         host = io.StringIO()
         pstats.Stats(self._python, stream=host).sort_stats("tottime").print_stats(25)
         self.report = "\n".join([

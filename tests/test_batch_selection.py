@@ -169,7 +169,9 @@ def test_selective_backprop_in_the_trainer_batch_size_budget_and_workers(tmp_pat
         # the scoring forwards are taken off the budget only when they do not count
         assert (budget.excluded_seconds > 0) == (not count) and budget.excluded_seconds < budget.wall_seconds
         runs.append(rows.ids)
+        workers = run.trainer.state.train_dataloader._iterator._workers
         run.close()
+        assert [w.exitcode for w in workers] == [0, 0]  # stopped when told, not killed at exit
     assert runs[0] == runs[1]  # the same rows selected in two runs with 2 dataloader workers
     assert all(len(set(ids)) == 8 for ids in runs[0])
 

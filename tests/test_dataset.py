@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import sample_documents
-from efficient_bert.data.dataloader import build_mlm_dataloader
+from efficient_bert.data.dataloader import build_mlm_dataloader, stop_workers
 from efficient_bert.data.text_dataset import CorruptShardError, StreamingTextDataset
 from efficient_bert.registry import ConfigError, config_errors
 
@@ -71,6 +71,19 @@ def test_two_workers_see_every_sample_exactly_once(token_mds, tokenizer):
     spec.dataloader.dataset.close()
     assert sorted(ids) == list(range(n))
     assert tokens == 64 * n  # concatenated rows have no padding
+
+
+def test_persistent_workers_stop_when_told_instead_of_timing_out(token_mds, tokenizer):
+    spec = build_mlm_dataloader(tokenizer, 16, local=str(token_mds), split="validation", shuffle=False,
+                                max_seq_len=64, num_workers=2, pin_memory=False)
+    next(iter(spec.dataloader))
+    workers = spec.dataloader._iterator._workers
+    assert [w.is_alive() for w in workers] == [True, True]  # persistent: they outlive the pass
+    stop_workers(spec.dataloader)
+    spec.dataloader.dataset.close()
+    # exit code 0: each worker stopped on its own (a worker killed after the join's timeout shows -15)
+    assert [w.exitcode for w in workers] == [0, 0] and spec.dataloader._iterator is None
+    stop_workers(spec.dataloader)  # nothing left to stop
 
 
 def test_missing_shards_and_wrong_columns_are_clear_errors(tmp_path, tokenizer):

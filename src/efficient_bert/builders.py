@@ -20,6 +20,7 @@ import torch
 from composer.core import DataSpec
 from composer.devices import Device, DeviceCPU, DeviceGPU
 from composer.utils import dist, reproducibility
+from torch.utils.data import DataLoader
 
 from efficient_bert.algorithms import SophiaHessian
 from efficient_bert.algorithms.batch_selection import DrawsCandidatePool
@@ -30,8 +31,7 @@ from efficient_bert.callbacks import (ConsoleLog, EvalHistory, HFExport, Metrics
                                       RestoreRNGMidEpoch, TrainedCounts)
 from efficient_bert.callbacks.replica_check import replica_check
 from efficient_bert.config import BudgetConfig, LoaderConfig, TrainConfig, to_container, train_log_batches
-from efficient_bert.data.dataloader import build_mlm_dataloader
-from efficient_bert.data.text_dataset import StreamingTextDataset
+from efficient_bert.data.dataloader import build_mlm_dataloader, stop_workers
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.optim import SophiaG, param_groups
 from efficient_bert.registries import ALGORITHMS, CALLBACKS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS, load_components
@@ -230,25 +230,32 @@ def build_loggers(cfg: TrainConfig, records: str) -> list[Any]:
 
 
 def build_loaders(cfg: TrainConfig, tokenizer: Any, train_rows: int, device: str
-                  ) -> tuple[DataSpec, Optional[DataSpec], list[StreamingTextDataset]]:
-    """The train loader (``train_rows`` per process) and the eval loader, with their datasets, which hold
-    shared memory until closed: on an error here, the ones already built are closed."""
-    datasets: list[StreamingTextDataset] = []
+                  ) -> tuple[DataSpec, Optional[DataSpec], list[DataLoader]]:
+    """The train loader (``train_rows`` per process) and the eval loader, with their DataLoaders, whose
+    datasets hold shared memory until closed: on an error here, the ones already built are closed."""
+    loaders: list[DataLoader] = []
     try:
         with config_errors("train_loader"):
             train = build_loader(cfg.train_loader, tokenizer, train_rows, cfg.seed, device)
-        datasets.append(train.dataloader.dataset)
+        loaders.append(train.dataloader)
         evaluation = None
         if cfg.eval_loader is not None:
             with config_errors("eval_loader"):
                 evaluation = build_loader(cfg.eval_loader, tokenizer, cfg.device_eval_batch_size, cfg.seed, device,
                                           evaluation=True)
-            datasets.append(evaluation.dataloader.dataset)
+            loaders.append(evaluation.dataloader)
     except BaseException:
-        for dataset in datasets:
-            dataset.close()
+        close_loaders(loaders)
         raise
-    return train, evaluation, datasets
+    return train, evaluation, loaders
+
+
+def close_loaders(loaders: Sequence[DataLoader]) -> None:
+    """Stop the loaders' worker processes, then free their datasets' shared memory, which the workers read."""
+    for loader in loaders:
+        stop_workers(loader)
+    for loader in loaders:
+        loader.dataset.close()
 
 
 @dataclass
@@ -259,7 +266,7 @@ class Run:
     eval_history: EvalHistory
     hf_export: Optional[HFExport]
     eval_at_start: bool = False
-    datasets: tuple[StreamingTextDataset, ...] = ()
+    loaders: tuple[DataLoader, ...] = ()
 
     def fit(self) -> None:
         rng = getattr(self.trainer, "_rng_state", None)  # a loaded checkpoint's, until Composer uses it
@@ -274,10 +281,9 @@ class Run:
         self.trainer.fit()
 
     def close(self) -> None:
-        """Close the trainer (loggers, pending uploads), then free the datasets' shared memory."""
+        """Close the trainer (loggers, pending uploads), then the loaders: workers, then shared memory."""
         self.trainer.close()
-        for dataset in self.datasets:
-            dataset.close()
+        close_loaders(self.loaders)
 
 
 def named(section: dict[str, Any], where: str, registry: Registry) -> tuple[str, dict[str, Any]]:
@@ -364,7 +370,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
     run_callbacks, history = build_callbacks(cfg, device, world_size, records)
     callbacks += run_callbacks
     loggers = build_loggers(cfg, records)
-    train_loader, eval_loader, datasets = build_loaders(cfg, tokenizer, train_rows, device.name)
+    train_loader, eval_loader, loaders = build_loaders(cfg, tokenizer, train_rows, device.name)
     try:
         trainer = Trainer(
             run_name=cfg.run_name, model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
@@ -383,11 +389,10 @@ def build_trainer(cfg: TrainConfig) -> Run:
         for destination in trainer.logger.destinations:
             destination.log_hyperparameters(to_container(cfg))
     except BaseException:
-        for dataset in datasets:
-            dataset.close()
+        close_loaders(loaders)
         raise
     exporter = next((c for c in callbacks if isinstance(c, HFExport)), None)
-    return Run(trainer, history, exporter, cfg.eval_at_start and eval_loader is not None, tuple(datasets))
+    return Run(trainer, history, exporter, cfg.eval_at_start and eval_loader is not None, tuple(loaders))
 
 
 def train_rows_per_step(cfg: TrainConfig, world_size: int) -> int:

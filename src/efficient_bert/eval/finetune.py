@@ -257,4 +257,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from efficient_bert.train import exit_process
+
+    exit_process(main())  # the job closed its trainer and wrote its result: skip the interpreter's teardown

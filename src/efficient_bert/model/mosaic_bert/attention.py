@@ -112,8 +112,8 @@ def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> to
     device = slopes.device
     positions, rows, width = info.attention_grid()
     bias = alibi_bias(len(slopes), width, device=device)
-    real = torch.zeros(rows * width, device=device, dtype=torch.bool)
-    real[positions] = True
+    # index_fill_ takes the value as a kernel argument; `real[positions] = True` copies it to the GPU and waits
+    real = torch.zeros(rows * width, device=device, dtype=torch.bool).index_fill_(0, positions, True)
     keys = torch.zeros(rows, 1, 1, width, device=device)
     keys.masked_fill_(~real.view(rows, 1, 1, width), float("-inf"))
     return (bias[None] + keys).to(dtype)
