@@ -204,3 +204,44 @@ def test_host_counts_give_the_same_step_and_are_checked():
                                     intermediate_size=96))
     assert sorted(model_inputs(hf, full)) == ["attention_mask", "input_ids", "labels"]
     assert sorted(model_inputs(torch.compile(hf), full)) == ["attention_mask", "input_ids", "labels"]
+
+
+def metric_inputs(tokenizer, device: str = "cpu"):
+    """A tiny Mosaic BERT's training outputs on a batch of real text, both on ``device``."""
+    from conftest import mlm_batch, tiny_mosaic
+
+    model = tiny_mosaic().to(device)
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in mlm_batch(tokenizer).items()}
+    return model, batch, model(batch)
+
+
+def test_train_metrics_are_composers_counted_without_selecting_the_labelled_positions(tokenizer):
+    from composer.metrics.nlp import MaskedAccuracy as ComposersMaskedAccuracy
+
+    model, batch, outputs = metric_inputs(tokenizer)
+    labels = batch["labels"]
+    assert torch.equal(outputs.labels, labels[labels != -100])  # the sparse logits' rows, in order
+    ours, theirs = model.train_metrics["MaskedAccuracy"], ComposersMaskedAccuracy()
+    model.update_metric(batch, outputs, ours)
+    theirs.update(outputs.logits, labels[labels != -100])
+    assert int(ours.total) == int(theirs.total) == sum(batch["masked_counts"])
+    assert int(ours.correct) == int(theirs.correct) and ours.compute() == theirs.compute()
+    dense = torch.randn(*labels.shape, 7, generator=torch.Generator().manual_seed(0))  # HF BERT's logits
+    ours.reset(), theirs.reset(), ours.update(dense, labels.clamp(max=6)), theirs.update(dense, labels.clamp(max=6))
+    assert int(ours.correct) == int(theirs.correct) > 0 and int(ours.total) == int(theirs.total)
+    with pytest.raises(ValueError, match="one target per row of logits"):
+        ours.update(outputs.logits, labels)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_train_metric_updates_never_wait_for_the_gpu(tokenizer):
+    model, batch, outputs = metric_inputs(tokenizer, "cuda")
+    metrics = {name: metric.to("cuda") for name, metric in model.train_metrics.items()}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for metric in metrics.values():
+            model.update_metric(batch, outputs, metric)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(metrics["MaskedAccuracy"].total) == sum(batch["masked_counts"])

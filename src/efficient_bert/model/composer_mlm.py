@@ -6,7 +6,8 @@ import inspect
 from typing import Any, Mapping, Optional
 
 import torch
-from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
+from composer.metrics import nlp as composer_metrics
+from composer.metrics.nlp import LanguageCrossEntropy
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
@@ -33,12 +34,26 @@ def model_inputs(module: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str,
     return {k: batch[k] for k in MODEL_INPUTS if k in batch and k in names}
 
 
+class MaskedAccuracy(composer_metrics.MaskedAccuracy):
+    """Composer's ``MaskedAccuracy`` (the same states and values) counted by masked sums: Composer's
+    update selects the labelled positions, and a selection's size is a value the host waits for."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        preds = torch.argmax(preds, dim=-1)
+        if preds.shape != target.shape:
+            raise ValueError(f"MaskedAccuracy: predictions of shape {tuple(preds.shape)} for targets of shape "
+                             f"{tuple(target.shape)}; pass one target per row of logits")
+        labelled = target != self.ignore_index
+        self.correct += (labelled & (preds == target)).sum()
+        self.total += labelled.sum()
+
+
 class ComposerMLM(ComposerModel):
     """Wraps a module whose ``forward(input_ids, attention_mask, token_type_ids, labels)`` returns an
     object with ``loss`` and ``logits`` (the HF ``MaskedLMOutput`` contract).
 
     Metrics: ``LanguageCrossEntropy`` (the MLM loss over masked tokens) and ``MaskedAccuracy``, on
-    train and eval; on eval also ``UnigramEntropy``, the loss floor of a model that knows only token
+    train and eval, updated without waiting for the device; on eval also ``UnigramEntropy``, the loss floor of a model that knows only token
     frequencies (:mod:`efficient_bert.model.unigram_floor`; needs the tokenizer's special tokens).
     ``flops_per_batch`` lets Composer's SpeedMonitor report MFU.
     """
@@ -75,7 +90,10 @@ class ComposerMLM(ComposerModel):
             return
         labels = batch["labels"]
         if outputs.logits.dim() == 2:  # sparse prediction: logits only at the labelled positions
-            labels = labels[labels != -100]
+            # the model's own labels for those rows, when it returns them (SparseMaskedLMOutput);
+            # selecting them here would wait for the device
+            sparse_labels = getattr(outputs, "labels", None)
+            labels = labels[labels != -100] if sparse_labels is None else sparse_labels
         metric.update(outputs.logits, labels)
 
     def flops_per_batch(self, batch: Mapping[str, Any]) -> float:

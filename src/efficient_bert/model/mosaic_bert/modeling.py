@@ -7,6 +7,7 @@ Padding is removed once after the embeddings; every linear layer, the GLU and La
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -20,6 +21,16 @@ from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, Backend
                                                        prepare_attention)
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
 from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
+
+
+@dataclass
+class SparseMaskedLMOutput(MaskedLMOutput):
+    """A masked-LM output whose ``logits`` are the labelled positions' only (sparse prediction), with
+    ``labels``, theirs in the same order: metrics pair them without selecting the labelled positions
+    of the batch again, a selection whose size the host would wait for."""
+
+    labels: Optional[torch.Tensor] = None
+
 
 def use_triton(kernels: str, device: torch.device) -> bool:
     """Whether the fused Triton kernels run on ``device`` (``auto``: whenever Triton can run there)."""
@@ -256,7 +267,8 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
                 seq_lengths: Optional[Sequence[int]] = None, masked_counts: Optional[Sequence[int]] = None,
                 document_lengths: Optional[Sequence[Sequence[int]]] = None, **_) -> MaskedLMOutput:
         """With ``labels``, logits are computed only at labelled (masked) positions: shape
-        (n_masked, vocab); the loss is their cross-entropy. Without labels, padded full logits.
+        (n_masked, vocab), returned with their labels (:class:`SparseMaskedLMOutput`); the loss is
+        their cross-entropy. Without labels, padded full logits.
 
         ``seq_lengths`` (real tokens per row) and ``masked_counts`` (labelled tokens per row), when
         the caller knows them on the host as our collator does, spare the step its host syncs.
@@ -284,9 +296,9 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             # compiled region returning the logits beside the loss gets a zero gradient for them
             # in the backward and adds it to the loss's (0.5 ms per base step, docs/benchmarks.md)
             logits, _ = self.head(x)
-            return MaskedLMOutput(loss=cross_entropy(logits, masked_labels), logits=logits)
+            return SparseMaskedLMOutput(loss=cross_entropy(logits, masked_labels), logits=logits, labels=masked_labels)
         logits, loss = self.head(x, masked_labels)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return SparseMaskedLMOutput(loss=loss, logits=logits, labels=masked_labels)
 
 
 class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
