@@ -35,6 +35,7 @@ VARIANTS = {
     "mosaic-triton": ("mosaic", dict(attention="triton", kernels="triton", compile=True)),
     "mosaic-triton-cpp": ("mosaic", dict(attention="triton", kernels="triton", compile=True, cpp_wrapper=True)),
     "mosaic-triton-inductor": ("mosaic", dict(attention="triton", kernels="torch", compile=True)),
+    "mosaic-flash-attn": ("mosaic", dict(attention="flash_attn", kernels="triton", compile=True)),
     "mosaic-flex": ("mosaic", dict(attention="flex", kernels="torch", compile=True)),
     "mosaic-flex-triton": ("mosaic", dict(attention="flex", kernels="triton", compile=True)),
     "mosaic-sdpa": ("mosaic", dict(attention="sdpa", kernels="torch", compile=True)),

@@ -1,4 +1,5 @@
-"""Triton kernels for the Mosaic BERT hot path, each with a PyTorch reference of the same math.
+"""Triton kernels for the Mosaic BERT hot path, each with a PyTorch reference of the same math, and
+ALiBi attention on FlashAttention-4's kernels (``flash_attention4``, optional package).
 
 The ops are registered with ``torch.library`` with an autograd rule, so they work in eager mode,
 under autograd and inside ``torch.compile`` regions (see ``launch.py`` for how). Triton runs on CUDA devices only;

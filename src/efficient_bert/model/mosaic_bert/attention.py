@@ -12,7 +12,9 @@ needs beyond the tokens (a padded bias, a block mask) is built once per forward 
   are a ``score_mod`` and the block mask only visits the 128x128 tiles that touch one document.
 - ``triton``: our Triton kernel for sequences of at most 128 tokens: one tile per (sequence, head)
   read straight from the packed tokens (``efficient_bert.kernels.short_attention``).
-- ``flash_attn``: flash-attn's varlen kernel with ``alibi_slopes`` (optional package).
+- ``flash_attn``: FlashAttention's varlen kernels over the packed tokens (optional packages):
+  FlashAttention-4 (``flash-attn-4``, ALiBi as a score mod: ``efficient_bert.kernels.flash_attention4``)
+  where it is installed, else flash-attn 2 with ``alibi_slopes``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from efficient_bert.kernels import short_attention, triton_usable
+from efficient_bert.kernels.flash_attention4 import flash_attention4, flash_attention4_installed, \
+    flash_attention4_unsupported
 from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN
 from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes_on
 from efficient_bert.model.mosaic_bert.padding import Unpadded, scatter
@@ -45,35 +49,47 @@ class AttentionInputs:
     bias: Optional[torch.Tensor] = None  # eager/sdpa: (batch, heads, seq, seq)
     doc_ids: Optional[torch.Tensor] = None  # flex: (padded_tokens,) document of each packed token
     block_mask: Any = None  # flex: BlockMask
+    flash_version: Optional[int] = None  # flash_attn: 4 (FlashAttention-4) or 2
 
 
-def flash_attn_available() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
+@functools.cache
+def flash_attn_version() -> Optional[int]:
+    """Which FlashAttention the ``flash_attn`` backend runs: 4 where flash-attn-4 is installed, 2 for
+    flash-attn 2 alone, None without either."""
+    if flash_attention4_installed():
+        return 4
+    return 2 if importlib.util.find_spec("flash_attn") is not None else None
 
 
 def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
     """The backend to run; ``auto`` takes the fastest one that supports the device.
 
-    On CUDA, fastest first (``bench/throughput.py``): flash-attn if installed, our Triton kernel
+    On CUDA, fastest first (``bench/throughput.py``): flash-attn 2 if installed, our Triton kernel
     (sequences of at most 128 tokens: :class:`BackendChoice` falls back for longer batches),
     FlexAttention, SDPA; the Triton kernel and FlexAttention have no attention dropout. On CPU:
-    SDPA. Without a device (config checks) only the name and the dropout setting are checked.
+    SDPA. ``auto`` does not take FlashAttention-4, which has not been timed against the others;
+    ``attention: flash_attn`` runs it. Without a device (config checks) only the name and the
+    dropout setting are checked.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    if name in NO_DROPOUT and dropout_p > 0:
+    version = flash_attn_version()
+    if (name in NO_DROPOUT or (name == "flash_attn" and version == 4)) and dropout_p > 0:
         raise ValueError(f"attention '{name}' has no attention dropout; set attention_probs_dropout_prob: 0.0 "
                          f"or choose attention: sdpa")
-    if name == "flash_attn" and not flash_attn_available():
-        raise ValueError("attention 'flash_attn' needs the flash-attn package (pip install flash-attn); "
+    if name == "flash_attn" and version is None:
+        raise ValueError("attention 'flash_attn' needs flash-attn-4 or flash-attn 2 (pip install flash-attn-4); "
                          "choose attention: auto to fall back to our Triton kernel, FlexAttention or SDPA")
+    if name == "flash_attn" and version == 4 and device is not None and flash_attention4_unsupported(device):
+        raise ValueError(f"attention 'flash_attn' (FlashAttention-4) {flash_attention4_unsupported(device)}; "
+                         "choose attention: auto")
     if name == "triton" and device is not None and not triton_usable(device):
         raise ValueError("attention 'triton' needs the triton package and a CUDA device; choose attention: auto")
     if name != "auto":
         return name
     if device is None or device.type != "cuda":
         return "sdpa"
-    if flash_attn_available():
+    if version == 2:
         return "flash_attn"
     if dropout_p > 0:
         return "sdpa"
@@ -152,6 +168,8 @@ def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torc
         inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32)
     elif backend == "flex":
         inputs.doc_ids, inputs.block_mask = _flex_block_mask(info, int(info.indices.shape[0]), device)
+    elif backend == "flash_attn":
+        inputs.flash_version = flash_attn_version()
     return inputs
 
 
@@ -212,9 +230,11 @@ def triton_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dro
 
 
 def flash_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
+    info = inputs.info
+    if inputs.flash_version == 4:
+        return flash_attention4(qkv, heads, info.cu_seqlens, inputs.slopes, info.max_seqlen)
     from flash_attn import flash_attn_varlen_qkvpacked_func
 
-    info = inputs.info
     out = flash_attn_varlen_qkvpacked_func(_by_head(qkv, heads), info.cu_seqlens, info.max_seqlen, dropout_p,
                                            alibi_slopes=inputs.slopes)
     return out.reshape(qkv.shape[0], -1)
