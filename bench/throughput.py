@@ -34,6 +34,10 @@ VARIANTS = {
     "hf-compiled": ("hf", dict(compile=True)),
     "mosaic-triton": ("mosaic", dict(attention="triton", kernels="triton", compile=True)),
     "mosaic-triton-cpp": ("mosaic", dict(attention="triton", kernels="triton", compile=True, cpp_wrapper=True)),
+    # CUDA graphs of the compiled layers and head (Inductor's cudagraph trees), one per token count:
+    # the workload's few batches repeat, so this bounds what graphs over token-count buckets would gain
+    "mosaic-triton-cudagraphs": ("mosaic", dict(attention="triton", kernels="triton", compile=True,
+                                                mode="reduce-overhead")),
     "mosaic-triton-inductor": ("mosaic", dict(attention="triton", kernels="torch", compile=True)),
     "mosaic-flash-attn": ("mosaic", dict(attention="flash_attn", kernels="triton", compile=True)),
     "mosaic-flex": ("mosaic", dict(attention="flex", kernels="torch", compile=True)),
@@ -102,7 +106,8 @@ def build(variant: str, size: dict, vocab: int, seq: int) -> torch.nn.Module:
                            kernels=opts["kernels"], attention_probs_dropout_prob=0.0, **size)
     model = MosaicBertForMaskedLM(cfg)
     if opts["compile"]:
-        model.compile_regions(**({"options": {"cpp_wrapper": True}} if opts.get("cpp_wrapper") else {}))
+        kwargs = {"options": {"cpp_wrapper": True}} if opts.get("cpp_wrapper") else {}
+        model.compile_regions(**kwargs, **({"mode": opts["mode"]} if "mode" in opts else {}))
     return model
 
 
@@ -111,7 +116,11 @@ def run_variant(variant: str, batches: list[dict], args, peak_tflops: float) -> 
     model = build(variant, SIZES[args.size], args.vocab, args.seq).cuda().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
 
+    graphed = VARIANTS[variant][1].get("mode") == "reduce-overhead"
+
     def step(batch):
+        if graphed:  # a new iteration: the graphs' outputs from the last step may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(**model_inputs(model, batch)).loss
         loss.backward()
