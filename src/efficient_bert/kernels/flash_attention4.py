@@ -25,6 +25,8 @@ import importlib.util
 import torch
 from torch import Tensor
 
+from efficient_bert.kernels.attention_autograd import register_packed_attention_autograd
+
 PINNED = "4.0.0b36"
 SUPPORTED_MAJORS = (9, 10, 11)
 
@@ -131,19 +133,7 @@ def _backward_fake(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqle
     return torch.empty_like(qkv)
 
 
-def _setup_context(ctx, inputs, output):
-    qkv, cu_seqlens, slopes, heads, max_seqlen = inputs
-    out, lse = output
-    ctx.heads, ctx.max_seqlen = heads, max_seqlen
-    ctx.save_for_backward(qkv, out, lse, cu_seqlens, slopes)
-
-
-def _backward_rule(ctx, dout, _dlse):
-    qkv, out, lse, cu_seqlens, slopes = ctx.saved_tensors
-    return _backward(dout, qkv, out, lse, cu_seqlens, slopes, ctx.heads, ctx.max_seqlen), None, None, None, None
-
-
-_forward.register_autograd(_backward_rule, setup_context=_setup_context)
+register_packed_attention_autograd(_forward, _backward)
 
 
 def flash_attention4(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int) -> Tensor:

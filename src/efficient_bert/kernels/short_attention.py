@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from efficient_bert.kernels.attention_autograd import register_packed_attention_autograd
 from efficient_bert.kernels.launch import launch
 
 try:
@@ -149,19 +150,7 @@ def _backward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqlens: T
     return dqkv
 
 
-def _setup_context(ctx, inputs, output):
-    qkv, cu_seqlens, slopes, heads, block = inputs
-    out, lse = output
-    ctx.heads, ctx.block = heads, block
-    ctx.save_for_backward(qkv, out, lse, cu_seqlens, slopes)
-
-
-def _backward_rule(ctx, dout, _dlse):
-    qkv, out, lse, cu_seqlens, slopes = ctx.saved_tensors
-    return _backward(dout, qkv, out, lse, cu_seqlens, slopes, ctx.heads, ctx.block), None, None, None, None
-
-
-_forward.register_autograd(_backward_rule, setup_context=_setup_context)
+register_packed_attention_autograd(_forward, _backward)
 
 
 def short_attention(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int) -> Tensor:
