@@ -116,7 +116,8 @@ def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, max_se
 
 
 @_forward.register_fake
-def _forward_fake(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, max_seqlen: int) -> tuple[Tensor, Tensor]:
+def _forward_fake(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, max_seqlen: int
+                  ) -> tuple[Tensor, Tensor]:
     total = qkv.shape[0]
     return qkv.new_empty(total, qkv.shape[1] // 3), qkv.new_empty(heads, total, dtype=torch.float32)
 

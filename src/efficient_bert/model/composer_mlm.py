@@ -53,8 +53,9 @@ class ComposerMLM(ComposerModel):
     object with ``loss`` and ``logits`` (the HF ``MaskedLMOutput`` contract).
 
     Metrics: ``LanguageCrossEntropy`` (the MLM loss over masked tokens) and ``MaskedAccuracy``, on
-    train and eval, updated without waiting for the device; on eval also ``UnigramEntropy``, the loss floor of a model that knows only token
-    frequencies (:mod:`efficient_bert.model.unigram_floor`; needs the tokenizer's special tokens).
+    train and eval, updated without waiting for the device; on eval also ``UnigramEntropy``, the
+    loss floor of a model that knows only token frequencies (:mod:`efficient_bert.model.unigram_floor`;
+    needs the tokenizer's special tokens).
     ``flops_per_batch`` lets Composer's SpeedMonitor report MFU.
     """
 
