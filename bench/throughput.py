@@ -38,6 +38,11 @@ VARIANTS = {
     # the workload's few batches repeat, so this bounds what graphs over token-count buckets would gain
     "mosaic-triton-cudagraphs": ("mosaic", dict(attention="triton", kernels="triton", compile=True,
                                                 mode="reduce-overhead")),
+    # the budget recipe's model (pre-LN, no dropout) and the same without pre-LN: what pre-LN costs
+    "mosaic-triton-prenorm": ("mosaic", dict(attention="triton", kernels="triton", compile=True, prenorm=True,
+                                             hidden_dropout_prob=0.0)),
+    "mosaic-triton-no-dropout": ("mosaic", dict(attention="triton", kernels="triton", compile=True,
+                                                hidden_dropout_prob=0.0)),
     "mosaic-triton-inductor": ("mosaic", dict(attention="triton", kernels="torch", compile=True)),
     "mosaic-flash-attn": ("mosaic", dict(attention="flash_attn", kernels="triton", compile=True)),
     "mosaic-flex": ("mosaic", dict(attention="flex", kernels="torch", compile=True)),
@@ -102,8 +107,9 @@ def build(variant: str, size: dict, vocab: int, seq: int) -> torch.nn.Module:
         return torch.compile(model) if opts["compile"] else model
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
 
+    layer = {k: opts[k] for k in ("prenorm", "hidden_dropout_prob") if k in opts}
     cfg = MosaicBertConfig(vocab_size=vocab, intermediate_size=intermediate, attention=opts["attention"],
-                           kernels=opts["kernels"], attention_probs_dropout_prob=0.0, **size)
+                           kernels=opts["kernels"], attention_probs_dropout_prob=0.0, **layer, **size)
     model = MosaicBertForMaskedLM(cfg)
     if opts["compile"]:
         kwargs = {"options": {"cpp_wrapper": True}} if opts.get("cpp_wrapper") else {}
