@@ -43,6 +43,9 @@ VARIANTS = {
                                              hidden_dropout_prob=0.0)),
     "mosaic-triton-no-dropout": ("mosaic", dict(attention="triton", kernels="triton", compile=True,
                                                 hidden_dropout_prob=0.0)),
+    # the budget recipe's model without the layers' linear biases (cramming's and ModernBERT's choice)
+    "mosaic-triton-prenorm-no-bias": ("mosaic", dict(attention="triton", kernels="triton", compile=True,
+                                                     prenorm=True, hidden_dropout_prob=0.0, linear_bias=False)),
     "mosaic-triton-inductor": ("mosaic", dict(attention="triton", kernels="torch", compile=True)),
     "mosaic-flash-attn": ("mosaic", dict(attention="flash_attn", kernels="triton", compile=True)),
     "mosaic-flex": ("mosaic", dict(attention="flex", kernels="torch", compile=True)),
@@ -107,7 +110,7 @@ def build(variant: str, size: dict, vocab: int, seq: int) -> torch.nn.Module:
         return torch.compile(model) if opts["compile"] else model
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
 
-    layer = {k: opts[k] for k in ("prenorm", "hidden_dropout_prob") if k in opts}
+    layer = {k: opts[k] for k in ("prenorm", "hidden_dropout_prob", "linear_bias") if k in opts}
     cfg = MosaicBertConfig(vocab_size=vocab, intermediate_size=intermediate, attention=opts["attention"],
                            kernels=opts["kernels"], attention_probs_dropout_prob=0.0, **layer, **size)
     model = MosaicBertForMaskedLM(cfg)

@@ -250,3 +250,18 @@ def test_train_metric_updates_never_wait_for_the_gpu(tokenizer):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert int(metrics["MaskedAccuracy"].total) == sum(batch["masked_counts"])
+
+
+def test_layers_without_linear_biases_train_and_round_trip(tmp_path):
+    model = tiny(linear_bias=False).train()
+    names = {name for name, _ in model.named_parameters()}
+    assert not {n for n in names if n.endswith(("qkv.bias", "attn_out.bias", "mlp_out.bias"))}
+    assert {n for n in names if n.endswith("norm.bias")}  # the LayerNorms keep theirs
+    assert sum(p.numel() for p in tiny().parameters()) - sum(p.numel() for p in model.parameters()) == 2 * 5 * 48
+    ids, mask = batch()
+    model(ids, mask, labels=torch.where(mask.bool(), ids, -100)).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    model.save_pretrained(tmp_path)
+    again = MosaicBertForMaskedLM.from_pretrained(tmp_path).eval()
+    assert again.config.linear_bias is False
+    assert torch.equal(model.eval()(ids, mask).logits, again(ids, mask).logits)

@@ -18,8 +18,11 @@ class MosaicBertConfig(PretrainedConfig):
                  num_attention_heads: int = 12, intermediate_size: int = 3072, hidden_dropout_prob: float = 0.1,
                  attention_probs_dropout_prob: float = 0.0, layer_norm_eps: float = 1e-12,
                  initializer_range: float = 0.02, type_vocab_size: int = 2, pad_token_id: int = 0,
-                 attention: str = "auto", kernels: str = "auto", prenorm: bool = False,
+                 attention: str = "auto", kernels: str = "auto", prenorm: bool = False, linear_bias: bool = True,
                  pad_vocab_to_multiple_of: int = 64, classifier_dropout: Optional[float] = None, **kwargs):
+        """``linear_bias``: whether the encoder layers' QKV, attention-output and MLP-output projections
+        have biases (the GLU input projection has none). Cramming (Geiping & Goldstein 2023) and
+        ModernBERT (Warner et al. 2024) train without them: fewer bias-gradient reductions per step."""
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
                              f"({num_attention_heads})")
@@ -35,5 +38,6 @@ class MosaicBertConfig(PretrainedConfig):
         self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
         self.layer_norm_eps, self.initializer_range = layer_norm_eps, initializer_range
         self.type_vocab_size, self.attention, self.prenorm = type_vocab_size, attention, prenorm
+        self.linear_bias = linear_bias
         self.kernels, self.classifier_dropout = kernels, classifier_dropout
         self.pad_vocab_to_multiple_of = m

@@ -85,11 +85,12 @@ class MosaicBertLayer(nn.Module):
         self.heads = config.num_attention_heads
         self.prenorm = config.prenorm
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.qkv = nn.Linear(h, 3 * h)
-        self.attn_out = nn.Linear(h, h)
+        bias = config.linear_bias
+        self.qkv = nn.Linear(h, 3 * h, bias=bias)
+        self.attn_out = nn.Linear(h, h, bias=bias)
         self.attn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.gated = nn.Linear(h, 2 * config.intermediate_size, bias=False)  # GeGLU: gelu(x W) * (x V)
-        self.mlp_out = nn.Linear(config.intermediate_size, h)
+        self.mlp_out = nn.Linear(config.intermediate_size, h, bias=bias)
         self.mlp_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
