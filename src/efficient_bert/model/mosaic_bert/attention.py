@@ -73,16 +73,18 @@ def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p:
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    version = flash_attn_version()
+    # only these two look for a flash-attn package: the first look imports it
+    version = flash_attn_version() if name in ("flash_attn", "auto") else None
     if (name in NO_DROPOUT or (name == "flash_attn" and version == 4)) and dropout_p > 0:
         raise ValueError(f"attention '{name}' has no attention dropout; set attention_probs_dropout_prob: 0.0 "
                          f"or choose attention: sdpa")
     if name == "flash_attn" and version is None:
         raise ValueError("attention 'flash_attn' needs flash-attn-4 or flash-attn 2 (pip install flash-attn-4); "
                          "choose attention: auto to fall back to our Triton kernel, FlexAttention or SDPA")
-    if name == "flash_attn" and version == 4 and device is not None and flash_attention4_unsupported(device):
-        raise ValueError(f"attention 'flash_attn' (FlashAttention-4) {flash_attention4_unsupported(device)}; "
-                         "choose attention: auto")
+    fa4_on_device = name == "flash_attn" and version == 4 and device is not None
+    problem = flash_attention4_unsupported(device) if fa4_on_device else None
+    if problem:
+        raise ValueError(f"attention 'flash_attn' (FlashAttention-4) {problem}; choose attention: auto")
     if name == "triton" and device is not None and not triton_usable(device):
         raise ValueError("attention 'triton' needs the triton package and a CUDA device; choose attention: auto")
     if name != "auto":
