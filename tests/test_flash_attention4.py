@@ -75,3 +75,30 @@ def test_flash_attention4_matches_the_reference(compiled):
     assert torch.allclose(out.float(), ref, atol=2e-2, rtol=2e-2)  # bf16 inputs and output
     (a,), (b,) = torch.autograd.grad(out, [qkv], grad), torch.autograd.grad(ref, [qkv], grad.float())
     assert torch.allclose(a.float(), b.float(), atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or flash_attention4_unsupported(torch.device("cuda")) is not None,
+                    reason="needs flash-attn-4 and a Hopper or Blackwell GPU")
+def test_auto_runs_batches_too_long_for_our_kernel_on_flash_attention4_and_matches_eager():
+    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
+    from efficient_bert.model.mosaic_bert.attention import BackendChoice, choose_backend
+
+    cuda = torch.device("cuda")
+    assert choose_backend("auto", cuda) == BackendChoice("triton", "flex", "flash_attn")
+    assert choose_backend("auto", cuda, head_dim=132) == BackendChoice("triton", "flex")  # a head dim it cannot take
+    cfg = dict(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    auto = MosaicBertForMaskedLM(MosaicBertConfig(**cfg, attention="auto")).cuda().eval()
+    eager = MosaicBertForMaskedLM(MosaicBertConfig(**cfg, attention="eager")).cuda().eval()
+    eager.load_state_dict(auto.state_dict())
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.tensor([300, 129, 40, 7])
+    mask = (torch.arange(300)[None] < lengths[:, None]).long()
+    ids = (torch.randint(5, 512, (4, 300), generator=g) * mask).cuda()
+    mask = mask.cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out, inputs = auto.bert.encode(ids, mask)
+        ref, _ = eager.bert.encode(ids, mask)
+    assert inputs.backend == "flash_attn" and inputs.flash_version == 4
+    assert torch.allclose(out.float(), ref.float(), atol=5e-2, rtol=5e-2)  # bf16 activations

@@ -62,6 +62,11 @@ def test_backends_are_resolved_once_per_device_and_mode_with_an_explicit_long_ba
                                     (cpu, False): (BackendChoice("sdpa", "sdpa"), False)}
     assert BackendChoice("triton", "flex").for_batch(128) == "triton"
     assert BackendChoice("triton", "flex").for_batch(129) == "flex"  # auto: FlexAttention takes long batches
+    # auto where FlashAttention-4 runs: it takes long batches in half precision only
+    with_fa4 = BackendChoice("triton", "flex", "flash_attn")
+    assert with_fa4.for_batch(128, torch.bfloat16) == "triton"
+    assert with_fa4.for_batch(129, torch.bfloat16) == with_fa4.for_batch(129, torch.float16) == "flash_attn"
+    assert with_fa4.for_batch(129, torch.float32) == "flex"
     with pytest.raises(ValueError, match="at most 128 tokens, this batch has 300; choose attention: auto"):
         BackendChoice("triton", None).for_batch(300)  # attention: triton named explicitly
 

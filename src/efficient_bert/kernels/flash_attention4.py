@@ -29,6 +29,7 @@ from efficient_bert.kernels.attention_autograd import register_packed_attention_
 
 PINNED = "4.0.0b36"
 SUPPORTED_MAJORS = (9, 10, 11)
+HEAD_DIMS = range(8, 129, 8)  # what its kernels take on sm90 and sm100 alike
 
 
 def flash_attention4_installed() -> bool:

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from efficient_bert.kernels import short_attention, triton_usable
-from efficient_bert.kernels.flash_attention4 import flash_attention4, flash_attention4_installed, \
-    flash_attention4_unsupported
+from efficient_bert.kernels.flash_attention4 import HEAD_DIMS as FLASH_ATTENTION4_HEAD_DIMS, flash_attention4, \
+    flash_attention4_installed, flash_attention4_unsupported
 from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN
 from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes_on
 from efficient_bert.model.mosaic_bert.padding import Unpadded, scatter
@@ -64,12 +64,12 @@ def flash_attn_version() -> Optional[int]:
 def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
     """The backend to run; ``auto`` takes the fastest one that supports the device.
 
-    On CUDA, fastest first (``bench/throughput.py``): flash-attn 2 if installed, our Triton kernel
-    (sequences of at most 128 tokens: :class:`BackendChoice` falls back for longer batches),
-    FlexAttention, SDPA; the Triton kernel and FlexAttention have no attention dropout. On CPU:
-    SDPA. ``auto`` does not take FlashAttention-4, which has not been timed against the others;
-    ``attention: flash_attn`` runs it. Without a device (config checks) only the name and the
-    dropout setting are checked.
+    On CUDA, fastest first (``bench/throughput.py``, docs/benchmarks.md): flash-attn 2 if
+    installed (not timed here), our Triton kernel (sequences of at most 128 tokens:
+    :func:`choose_backend` picks the backend of longer batches), FlexAttention, SDPA; the Triton
+    kernel and FlexAttention have no attention dropout. FlashAttention-4 is not a first choice: at
+    seq 128 it ran at 0.92x our Triton kernel on an H200. On CPU: SDPA. Without a device (config
+    checks) only the name and the dropout setting are checked.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
@@ -98,31 +98,47 @@ def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p:
     return "triton" if triton_usable(device) else "flex"
 
 
+HALF = (torch.bfloat16, torch.float16)
+
+
 @dataclass(frozen=True)
 class BackendChoice:
     """The attention backend for one device and dropout setting, resolved once (:func:`choose_backend`).
 
     ``long`` runs a batch whose longest sequence ``main`` cannot take (only our Triton kernel has a
-    length limit): FlexAttention under ``auto``; None when the backend was named explicitly, which
-    makes such a batch an error. This per-batch fallback is the only choice left to run time.
+    length limit); None when the backend was named explicitly, which makes such a batch an error.
+    ``long_half`` takes the place of ``long`` when q/k/v are bf16 or fp16 (FlashAttention-4, which
+    runs nothing else). These per-batch fallbacks are the only choice left to run time.
     """
 
     main: str
     long: Optional[str]
+    long_half: Optional[str] = None
 
-    def for_batch(self, max_seqlen: int) -> str:
+    def for_batch(self, max_seqlen: int, dtype: Optional[torch.dtype] = None) -> str:
         if self.main != "triton" or max_seqlen <= TRITON_MAX_SEQLEN:
             return self.main
         if self.long is None:
             raise ValueError(f"attention 'triton' handles sequences of at most {TRITON_MAX_SEQLEN} tokens, this "
                              f"batch has {max_seqlen}; choose attention: auto (it falls back to FlexAttention)")
-        return self.long
+        return self.long_half if self.long_half is not None and dtype in HALF else self.long
 
 
-def choose_backend(name: str, device: torch.device, dropout_p: float = 0.0) -> BackendChoice:
-    """:func:`resolve_backend` for ``device``, with the fallback for batches too long for it."""
+def choose_backend(name: str, device: torch.device, dropout_p: float = 0.0, head_dim: int = 64) -> BackendChoice:
+    """:func:`resolve_backend` for ``device``, with the fallback for batches too long for it.
+
+    Under ``auto`` a batch too long for our Triton kernel runs FlashAttention-4 where it runs on the
+    device, takes ``head_dim`` and q/k/v are half precision, else FlexAttention: at seq 512 on an H200, FlashAttention-4
+    gave 1.36x the tokens/s of FlexAttention and 1.28x SDPA's (docs/benchmarks.md).
+    """
     main = resolve_backend(name, device, dropout_p)
-    return BackendChoice(main, ("flex" if name == "auto" else None) if main == "triton" else main)
+    if main != "triton":
+        return BackendChoice(main, main)
+    if name != "auto":
+        return BackendChoice(main, None)
+    fa4 = (flash_attn_version() == 4 and head_dim in FLASH_ATTENTION4_HEAD_DIMS
+           and flash_attention4_unsupported(device) is None)
+    return BackendChoice(main, "flex", "flash_attn" if fa4 else None)
 
 
 def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

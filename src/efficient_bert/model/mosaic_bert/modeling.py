@@ -160,7 +160,8 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         key = (device, self.training)
         if key not in self._resolved:
             dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
-            self._resolved[key] = (choose_backend(self.config.attention, device, dropout),
+            head_dim = self.config.hidden_size // self.config.num_attention_heads
+            self._resolved[key] = (choose_backend(self.config.attention, device, dropout, head_dim),
                                    use_triton(self.config.kernels, device))
         return self._resolved[key]
 
@@ -189,8 +190,9 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
             info = self.locate_tokens(input_ids, attention_mask)
         device = input_ids.device
         attention, fused = self.backends(device)
-        inputs = prepare_attention(attention.for_batch(info.max_seqlen), info, self.config.num_attention_heads, device,
-                                   _compute_dtype(device, self.word_embeddings.weight.dtype))
+        dtype = _compute_dtype(device, self.word_embeddings.weight.dtype)
+        inputs = prepare_attention(attention.for_batch(info.max_seqlen, dtype), info, self.config.num_attention_heads,
+                                   device, dtype)
         flat_ids = input_ids.flatten()[info.indices]
         flat_types = token_type_ids.flatten()[info.indices]
         embed = _compiled_embed() if self.compiled_embeddings else embed_tokens
