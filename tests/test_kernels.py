@@ -95,6 +95,32 @@ def test_short_attention_matches_reference(dtype):
 
 @needs_triton_device
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_short_attention_over_packed_rows_keeps_each_document_apart(dtype):
+    if dtype == torch.bfloat16 and DEVICE == "cpu":
+        pytest.skip("the Triton interpreter computes bf16 dot products wrongly")
+    # rows of several documents (one full, one a single document, one of three 1-token ones)
+    rows = ([[60, 5, 63], [128], [1, 1, 1], [30, 77, 21]] if DEVICE == "cuda"
+            else [[9, 5, 3], [32], [1, 1, 1], [12, 20]])
+    heads, dim = (12, 64) if DEVICE == "cuda" else (3, 16)
+    documents = [n for row in rows for n in row]
+    doc_cu = torch.tensor([0] + documents, device=DEVICE).cumsum(0).int()
+    row_cu = torch.tensor([0] + [sum(row) for row in rows], device=DEVICE).cumsum(0).int()
+    document_of = torch.repeat_interleave(torch.arange(len(documents), device=DEVICE),
+                                          torch.tensor(documents, device=DEVICE))
+    g = torch.Generator(device=DEVICE).manual_seed(6)
+    qkv = torch.randn(sum(documents), 3 * heads * dim, device=DEVICE, generator=g).to(dtype).requires_grad_()
+    slopes = alibi_slopes(heads).to(DEVICE)
+    out = short_attention(qkv, heads, row_cu, slopes, max(sum(row) for row in rows), document_of)
+    ref = short_attention_reference(qkv, heads, doc_cu, slopes)
+    tol = TOLERANCE[dtype] if DEVICE == "cpu" or dtype == torch.bfloat16 else 1e-2
+    assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
+    grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
+    (a,), (b,) = _grads(out, [qkv], grad), _grads(ref, [qkv], grad)
+    assert torch.allclose(a.float(), b.float(), atol=2 * tol, rtol=2 * tol)
+
+
+@needs_triton_device
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cross_entropy_matches_reference(dtype):
     vocab = 30528 if DEVICE == "cuda" else 5000  # several column blocks and a ragged last one
     g = torch.Generator(device=DEVICE).manual_seed(5)
@@ -140,6 +166,30 @@ def test_model_with_triton_kernels_matches_torch_kernels():
         assert torch.allclose(a.grad, b.grad, atol=atol), name
 
 
+@needs_triton_device
+def test_model_with_the_triton_kernel_attends_within_each_packed_document():
+    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
+
+    size = dict(vocab_size=500, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=40,
+                hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    fused = MosaicBertForMaskedLM(MosaicBertConfig(kernels="triton", attention="triton", **size)).to(DEVICE).eval()
+    plain = MosaicBertForMaskedLM(MosaicBertConfig(kernels="torch", attention="eager", **size)).to(DEVICE).eval()
+    plain.load_state_dict(fused.state_dict())
+    documents = [[9, 5, 3], [20], [1, 1, 6]]
+    mask = torch.zeros(3, 20, dtype=torch.long)
+    for r, row in enumerate(documents):  # documents numbered 1, 2, ... in their row, as the collator packs them
+        mask[r, :sum(row)] = torch.repeat_interleave(torch.arange(1, len(row) + 1), torch.tensor(row))
+    ids, mask = (torch.randint(5, 500, (3, 20)) * (mask > 0)).to(DEVICE), mask.to(DEVICE)
+    info = fused.bert.locate_tokens(ids, mask, document_lengths=documents)
+    assert info.max_row_tokens == 20 and info.row_cu_seqlens.tolist() == [0, 17, 37, 45]
+    with torch.no_grad():
+        out = fused.bert(ids, mask, document_lengths=documents)
+        ref = plain.bert(ids, mask, document_lengths=documents)
+    atol = 2e-3 if DEVICE == "cuda" else 1e-5  # TF32 dot products in the attention kernel on the GPU
+    assert torch.allclose(out, ref, atol=atol)
+
+
 @pytest.mark.skipif(torch.cuda.is_available() or INTERPRETED or not triton_available(),
                     reason="runs the kernels through the interpreter only when there is no GPU")
 def test_kernels_in_triton_interpreter(tmp_path):
@@ -159,8 +209,10 @@ def test_kernels_in_triton_interpreter(tmp_path):
     # every kernel test runs on the interpreted kernels; what skips is a test that needs a real GPU, or a
     # bf16 case the interpreter computes wrongly (its fp32 case passes)
     for name in ("test_add_layer_norm_matches_reference", "test_geglu_matches_reference",
-                 "test_short_attention_matches_reference", "test_cross_entropy_matches_reference",
-                 "test_model_with_triton_kernels_matches_torch_kernels"):
+                 "test_short_attention_matches_reference", "test_short_attention_over_packed_rows_keeps_each_document_apart",
+                 "test_cross_entropy_matches_reference",
+                 "test_model_with_triton_kernels_matches_torch_kernels",
+                 "test_model_with_the_triton_kernel_attends_within_each_packed_document"):
         assert "passed" in outcomes.get(name, []), (name, outcomes.get(name))
     skips = {o for results in outcomes.values() for o in results if o != "passed"}
     assert skips <= {"skipped: needs a CUDA GPU",

@@ -5,11 +5,16 @@ V come straight from the packed ``qkv`` buffer at the sequence's ``cu_seqlens`` 
 symmetric ALiBi bias and the length mask are computed in registers, and nothing is padded. The
 backward recomputes the probabilities from the saved log-sum-exp and writes dQ, dK and dV into one
 packed gradient. No attention dropout (the Mosaic BERT recipe trains with none).
+
+Rows packed with several documents (sequence packing) run one tile per (row, head) with ``documents``,
+each token's document, masking attention across documents: as many tiles as full rows, where one
+tile per document would launch one per document, each as wide as the longest.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -27,7 +32,8 @@ MAX_SEQLEN = 128
 
 
 def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor) -> Tensor:
-    """Per-sequence float32 softmax attention with the ALiBi bias; (total, heads * dim)."""
+    """Per-sequence float32 softmax attention with the ALiBi bias; (total, heads * dim). Sequences
+    are documents: for packed rows pass the documents' ``cu_seqlens``."""
     total = qkv.shape[0]
     dim = qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
@@ -46,17 +52,25 @@ if triton is not None:
     # Pointer arithmetic stays in the kernels: Inductor's mutation analysis treats every argument
     # of a helper whose result feeds a store address as written, and would copy Q/K/V per call.
     @triton.jit
-    def _scores(q, k, rows, valid, slope, scale):
-        """Scaled, ALiBi-biased scores of one tile in log2 units; -inf at padded keys."""
+    def _scores(q, k, rows, allowed, slope, scale):
+        """Scaled, ALiBi-biased scores of one tile in log2 units; -inf where ``allowed`` is false."""
         distance = tl.abs(rows[:, None] - rows[None, :]).to(tl.float32)
         log2e = 1.4426950408889634
         # Inductor passes Python floats as fp64
         s = (tl.dot(q, tl.trans(k)) * tl.cast(scale, tl.float32) - slope * distance) * log2e
-        return tl.where(valid[None, :], s, float("-inf"))
+        return tl.where(allowed, s, float("-inf"))
 
     @triton.jit
-    def _forward_kernel(QKV, CU, Slopes, Out, LSE, total, heads, dim, scale,
-                        BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _allowed(doc, valid, DOCUMENTS: tl.constexpr):
+        """Which keys each query sees: the real ones, and with ``DOCUMENTS`` only its document's
+        (a padded query sees every real key, so that its row stays finite; it is never stored)."""
+        if DOCUMENTS:
+            return valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
+        return valid[None, :]
+
+    @triton.jit
+    def _forward_kernel(QKV, CU, Doc, Slopes, Out, LSE, total, heads, dim, scale,
+                        DOCUMENTS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
         start = tl.load(CU + b)
@@ -69,7 +83,8 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        s = _scores(q, k, rows, valid, tl.load(Slopes + h), scale)
+        doc = tl.load(Doc + token, mask=valid, other=-1) if DOCUMENTS else token
+        s = _scores(q, k, rows, _allowed(doc, valid, DOCUMENTS), tl.load(Slopes + h), scale)
         m = tl.max(s, axis=1)
         p = tl.exp2(s - m[:, None])
         l = tl.sum(p, axis=1)
@@ -79,8 +94,8 @@ if triton is not None:
         tl.store(LSE + h * total + token, m + tl.log2(l), mask=valid)
 
     @triton.jit
-    def _backward_kernel(QKV, CU, Slopes, Out, DOut, LSE, DQKV, total, heads, dim, scale,
-                         BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _backward_kernel(QKV, CU, Doc, Slopes, Out, DOut, LSE, DQKV, total, heads, dim, scale,
+                         DOCUMENTS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
         start = tl.load(CU + b)
@@ -93,7 +108,8 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        s = _scores(q, k, rows, valid, tl.load(Slopes + h), scale)
+        doc = tl.load(Doc + token, mask=valid, other=-1) if DOCUMENTS else token
+        s = _scores(q, k, rows, _allowed(doc, valid, DOCUMENTS), tl.load(Slopes + h), scale)
         out_offs = token[:, None] * (heads * dim) + h * dim + cols[None, :]
         o = tl.load(Out + out_offs, mask=mask, other=0.0).to(tl.float32)
         do = tl.load(DOut + out_offs, mask=mask, other=0.0)
@@ -131,34 +147,45 @@ def _launch_args(dim: int, block: int, backward: bool) -> dict:
 
 
 @torch.library.triton_op("efficient_bert::short_attention_forward", mutates_args={})
-def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, block: int) -> tuple[Tensor, Tensor]:
+def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, block: int,
+             documents: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
     lse = torch.empty(heads, total, device=qkv.device, dtype=torch.float32)
-    launch(_forward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, slopes, out, lse, total, heads, dim,
+    doc = documents if documents is not None else cu_seqlens  # not read without documents
+    launch(_forward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, lse, total, heads,
+                                                             dim, DOCUMENTS=documents is not None,
                                                              **_launch_args(dim, block, backward=False))
     return out, lse
 
 
 @torch.library.triton_op("efficient_bert::short_attention_backward", mutates_args={})
 def _backward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqlens: Tensor, slopes: Tensor,
-              heads: int, block: int) -> Tensor:
+              heads: int, block: int, documents: Optional[Tensor]) -> Tensor:
     total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     dqkv = torch.empty_like(qkv)
-    launch(_backward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, slopes, out, dout.contiguous(), lse,
-                                                              dqkv, total, heads, dim, **_launch_args(dim, block, backward=True))
+    doc = documents if documents is not None else cu_seqlens
+    launch(_backward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, dout.contiguous(),
+                                                              lse, dqkv, total, heads, dim,
+                                                              DOCUMENTS=documents is not None,
+                                                              **_launch_args(dim, block, backward=True))
     return dqkv
 
 
 register_packed_attention_autograd(_forward, _backward)
 
 
-def short_attention(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int) -> Tensor:
+def short_attention(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int,
+                    documents: Optional[Tensor] = None) -> Tensor:
     """Attention of packed ``qkv`` within each sequence of ``cu_seqlens``, with the ALiBi slope of
     each of the ``heads`` in ``slopes``; every sequence at most 128 tokens.
+
+    With ``documents`` (total,), each token's document number, the sequences of ``cu_seqlens`` are
+    rows and attention stays within a document inside each row; ALiBi distances are the same as
+    within the document alone.
 
     ``qkv`` is (total, 3 * heads * dim), the QKV projection's output as it is: Q, K, V, each
     head-major. Taking it unreshaped keeps the gradient's buffer in its final shape; a compiled,
     dynamic-shape backward that reshaped our freshly written gradient failed in Inductor under FSDP
     (pytorch/pytorch#189271). Returns (total, heads * dim)."""
-    return _forward(qkv.contiguous(), cu_seqlens, slopes, heads, _block(max_seqlen))[0]
+    return _forward(qkv.contiguous(), cu_seqlens, slopes, heads, _block(max_seqlen), documents)[0]

@@ -244,7 +244,11 @@ def flex_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropo
 
 
 def triton_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    return short_attention(qkv, heads, inputs.info.cu_seqlens, inputs.slopes, inputs.info.max_seqlen)
+    info = inputs.info
+    if info.row_cu_seqlens is not None and info.max_row_tokens <= TRITON_MAX_SEQLEN:
+        # packed rows: a tile per row, masked by document, rather than a tile per document
+        return short_attention(qkv, heads, info.row_cu_seqlens, inputs.slopes, info.max_row_tokens, info.documents)
+    return short_attention(qkv, heads, info.cu_seqlens, inputs.slopes, info.max_seqlen)
 
 
 def flash_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:

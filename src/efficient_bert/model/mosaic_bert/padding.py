@@ -23,6 +23,11 @@ class Unpadded:
     seqlen: int
     # packed rows only: positions of the flat tokens in a (sequences, max_seqlen) grid
     sequence_indices: Optional[torch.Tensor] = None
+    # packed rows only: each flat token's sequence (document), and the rows as cumulative lengths
+    # and the longest, for attention that runs one tile per row and masks across documents
+    documents: Optional[torch.Tensor] = None
+    row_cu_seqlens: Optional[torch.Tensor] = None
+    max_row_tokens: int = 0
 
     @property
     def sequences(self) -> int:
@@ -93,7 +98,10 @@ def _locate_documents(attention_mask: torch.Tensor, seq_lengths: Optional[Sequen
     max_seqlen = max((max(row) for row in per_row if row), default=0)
     sequence = torch.repeat_interleave(torch.arange(documents, device=flat.device), lengths, output_size=total)
     position = torch.arange(total, device=flat.device) - cu_seqlens[sequence]
-    return Unpadded(indices, cu_seqlens, max_seqlen, batch, seqlen, sequence * max_seqlen + position)
+    row_cu_seqlens = F.pad(torch.cumsum((attention_mask > 0).sum(dim=1, dtype=torch.int32), dim=0, dtype=torch.int32),
+                           (1, 0))
+    return Unpadded(indices, cu_seqlens, max_seqlen, batch, seqlen, sequence * max_seqlen + position, sequence,
+                    row_cu_seqlens, max(rows, default=0))
 
 
 def scatter(unpadded: torch.Tensor, positions: torch.Tensor, rows: int, width: int) -> torch.Tensor:
