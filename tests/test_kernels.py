@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from efficient_bert.kernels import (add_layer_norm, add_layer_norm_reference, cross_entropy, cross_entropy_reference,
-                                    geglu, geglu_reference, short_attention, short_attention_reference,
-                                    triton_available)
+from efficient_bert.kernels import (add_layer_norm, add_layer_norm_and_sum, add_layer_norm_and_sum_reference,
+                                    add_layer_norm_reference, cross_entropy, cross_entropy_reference, geglu,
+                                    geglu_reference, short_attention, short_attention_reference, triton_available)
 from efficient_bert.model.mosaic_bert.alibi import alibi_slopes
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -56,6 +56,26 @@ def test_add_layer_norm_matches_reference(dtype, with_residual):
     inputs = [t for t in (x, residual, weight, bias) if t is not None]
     grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
     _assert_grads_close(out, ref, inputs, grad, dtype)
+
+
+@needs_triton_device
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_add_layer_norm_and_sum_matches_reference_through_both_outputs(dtype):
+    g = torch.Generator(device=DEVICE).manual_seed(7)
+    x, residual = (torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).to(dtype).requires_grad_() for _ in range(2))
+    weight = (1 + 0.1 * torch.randn(HIDDEN, device=DEVICE, generator=g)).requires_grad_()
+    bias = (0.1 * torch.randn(HIDDEN, device=DEVICE, generator=g)).requires_grad_()
+    out, total = add_layer_norm_and_sum(x, weight, bias, 1e-12, residual)
+    ref, ref_total = add_layer_norm_and_sum_reference(x, weight, bias, 1e-12, residual)
+    assert out.dtype == total.dtype == dtype and _close(out, ref, dtype) and _close(total, ref_total, dtype)
+    # the sum's own gradient (a pre-LN residual stream's) joins the norm's
+    dy, ds = (torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).to(dtype) for _ in range(2))
+    inputs = [x, residual, weight, bias]
+    fused = torch.autograd.grad([out, total], inputs, [dy, ds])
+    expected = torch.autograd.grad([ref, ref_total], inputs, [dy, ds])
+    for a, b in zip(fused, expected):
+        atol = TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), atol=atol, rtol=TOLERANCE[dtype])
 
 
 @needs_triton_device
@@ -142,11 +162,12 @@ def test_cross_entropy_matches_reference(dtype):
 
 
 @needs_triton_device
-def test_model_with_triton_kernels_matches_torch_kernels():
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_model_with_triton_kernels_matches_torch_kernels(prenorm):
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
 
     size = dict(vocab_size=500, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=40,
-                hidden_dropout_prob=0.0)
+                hidden_dropout_prob=0.0, prenorm=prenorm)
     torch.manual_seed(0)
     fused = MosaicBertForMaskedLM(MosaicBertConfig(kernels="triton", attention="triton", **size)).to(DEVICE)
     plain = MosaicBertForMaskedLM(MosaicBertConfig(kernels="torch", attention="eager", **size)).to(DEVICE)
@@ -208,7 +229,8 @@ def test_kernels_in_triton_interpreter(tmp_path):
         outcomes.setdefault(case.get("name").split("[")[0], []).append(outcome)
     # every kernel test runs on the interpreted kernels; what skips is a test that needs a real GPU, or a
     # bf16 case the interpreter computes wrongly (its fp32 case passes)
-    for name in ("test_add_layer_norm_matches_reference", "test_geglu_matches_reference",
+    for name in ("test_add_layer_norm_matches_reference", "test_add_layer_norm_and_sum_matches_reference_through_both_outputs",
+                 "test_geglu_matches_reference",
                  "test_short_attention_matches_reference", "test_short_attention_over_packed_rows_keeps_each_document_apart",
                  "test_cross_entropy_matches_reference",
                  "test_model_with_triton_kernels_matches_torch_kernels",

@@ -71,6 +71,22 @@ def test_backends_are_resolved_once_per_device_and_mode_with_an_explicit_long_ba
         BackendChoice("triton", None).for_batch(300)  # attention: triton named explicitly
 
 
+def test_prenorm_layers_compute_the_textbook_pre_ln_residual_stream():
+    # x <- x + attention(norm1(x)); x <- x + mlp(norm2(x)); then a final norm: the layers hand each MLP
+    # output on unadded (the add runs in the next norm), which must not change the result
+    model = tiny(prenorm=True)
+    ids, mask = batch()
+    bert = model.bert
+    with torch.no_grad():
+        out, inputs = bert.encode(ids, mask)
+        x = bert.embedding_norm(bert.word_embeddings(ids.flatten()[inputs.info.indices])
+                                + bert.token_type_embeddings.weight[0])
+        for layer in bert.layers:
+            x = x + layer.attention(layer.attn_norm(x), inputs)
+            x = x + layer.mlp(layer.mlp_norm(x), False)
+        assert torch.allclose(out, bert.final_norm(x), atol=1e-5)
+
+
 def test_unpadded_batch_equals_each_sequence_alone():
     model = tiny()
     ids, mask = batch()

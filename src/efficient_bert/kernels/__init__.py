@@ -27,8 +27,10 @@ def triton_usable(device: torch.device) -> bool:
 
 from efficient_bert.kernels.cross_entropy import cross_entropy, cross_entropy_reference  # noqa: E402
 from efficient_bert.kernels.geglu import geglu, geglu_reference  # noqa: E402
-from efficient_bert.kernels.layer_norm import add_layer_norm, add_layer_norm_reference  # noqa: E402
+from efficient_bert.kernels.layer_norm import (add_layer_norm, add_layer_norm_and_sum,  # noqa: E402
+                                               add_layer_norm_and_sum_reference, add_layer_norm_reference)
 from efficient_bert.kernels.short_attention import short_attention, short_attention_reference  # noqa: E402
 
-__all__ = ["add_layer_norm", "add_layer_norm_reference", "cross_entropy", "cross_entropy_reference", "geglu",
-           "geglu_reference", "short_attention", "short_attention_reference", "triton_available", "triton_usable"]
+__all__ = ["add_layer_norm", "add_layer_norm_and_sum", "add_layer_norm_and_sum_reference", "add_layer_norm_reference",
+           "cross_entropy", "cross_entropy_reference", "geglu", "geglu_reference", "short_attention",
+           "short_attention_reference", "triton_available", "triton_usable"]

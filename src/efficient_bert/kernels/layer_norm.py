@@ -6,6 +6,9 @@
 the residual stream). The dropout mask is never stored: it is regenerated from a seed and the row
 in the backward (p is rounded to a multiple of 2^-16), which recomputes the normalized input from the saved sum and the
 per-row mean and 1/std.
+
+``add_layer_norm_and_sum`` also returns the sum, for pre-LN layers, whose residual stream is the sum
+and whose next branch reads its norm: the backward adds the sum's own gradient in the same pass.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ except ImportError:  # CPU-only installs: the PyTorch reference is used
 
 def add_layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
                              residual: Optional[Tensor] = None, dropout_p: float = 0.0) -> Tensor:
+    return add_layer_norm_and_sum_reference(x, weight, bias, eps, residual, dropout_p)[0]
+
+
+def add_layer_norm_and_sum_reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
+                                     residual: Optional[Tensor] = None, dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
     x = F.dropout(x, dropout_p) if dropout_p > 0 else x
     s = x if residual is None else (x.float() + residual.float()).to(x.dtype)
-    return F.layer_norm(s.float(), s.shape[-1:], weight.float(), bias.float(), eps).to(x.dtype)
+    return F.layer_norm(s.float(), s.shape[-1:], weight.float(), bias.float(), eps).to(x.dtype), s
 
 
 if triton is not None:
@@ -71,8 +79,8 @@ if triton is not None:
         tl.store(Rstd + row, rstd)
 
     @triton.jit
-    def _backward_kernel(DY, S, W, Mean, Rstd, Seed, DX, DXB, DW, DB, rows, n, rows_per_program, p, threshold,
-                         HAS_DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
+    def _backward_kernel(DY, DS, S, W, Mean, Rstd, Seed, DX, DXB, DW, DB, rows, n, rows_per_program, p, threshold,
+                         HAS_DS: tl.constexpr, HAS_DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         inside = cols < n
@@ -93,6 +101,8 @@ if triton is not None:
             c1 = tl.sum(xhat * wdy, axis=0) / n
             c2 = tl.sum(wdy, axis=0) / n
             dx = (wdy - (xhat * c1 + c2)) * rstd
+            if HAS_DS:  # the sum's own gradient (pre-LN: the residual stream's)
+                dx += tl.load(DS + offset, mask=inside, other=0.0).to(tl.float32)
             tl.store(DX + offset, dx.to(DX.dtype.element_ty), mask=inside)
             if HAS_DROPOUT:  # the dropped branch's gradient: the same mask, regenerated
                 keep = _keep_mask(Seed, row, threshold, BLOCK)
@@ -112,9 +122,8 @@ def _launch_config(n: int) -> tuple[int, int]:
     return block, min(max(block // 256, 1), 16)
 
 
-@torch.library.triton_op("efficient_bert::add_layer_norm_forward", mutates_args={})
-def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float, dropout_p: float,
-             seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _launch_forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float, dropout_p: float,
+                    seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x = x.contiguous()
     n = x.shape[-1]
     rows = x.numel() // n
@@ -130,9 +139,22 @@ def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor
     return y, s, mean, rstd
 
 
+@torch.library.triton_op("efficient_bert::add_layer_norm_forward", mutates_args={})
+def _forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float, dropout_p: float,
+             seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _launch_forward(x, residual, weight, bias, eps, dropout_p, seed)
+
+
+# the same kernel; a separate op, whose backward takes the gradient of the sum it returns
+@torch.library.triton_op("efficient_bert::add_layer_norm_and_sum_forward", mutates_args={})
+def _forward_and_sum(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor, eps: float, dropout_p: float,
+                     seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _launch_forward(x, residual, weight, bias, eps, dropout_p, seed)
+
+
 @torch.library.triton_op("efficient_bert::add_layer_norm_backward", mutates_args={})
-def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, dropout_p: float,
-              seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _backward(dy: Tensor, ds: Optional[Tensor], s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor,
+              dropout_p: float, seed: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     dy = dy.contiguous()
     n = s.shape[-1]
     rows = s.numel() // n
@@ -146,9 +168,10 @@ def _backward(dy: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor,
     dw = torch.empty(programs, n, device=s.device, dtype=torch.float32)
     db = torch.empty_like(dw)
     block, warps = _launch_config(n)
-    launch(_backward_kernel)[(programs,)](dy, s, weight, mean, rstd, seed if seed is not None else mean, dx, dx_branch, dw,
-                                  db, rows, n, per_program, dropout_p, _threshold(dropout_p), HAS_DROPOUT=dropout_p > 0, BLOCK=block,
-                                  num_warps=warps)
+    launch(_backward_kernel)[(programs,)](dy, ds.contiguous() if ds is not None else dy, s, weight, mean, rstd,
+                                  seed if seed is not None else mean, dx, dx_branch, dw, db, rows, n, per_program,
+                                  dropout_p, _threshold(dropout_p), HAS_DS=ds is not None, HAS_DROPOUT=dropout_p > 0,
+                                  BLOCK=block, num_warps=warps)
     return dx, dx_branch, dw.sum(0).to(weight.dtype), db.sum(0).to(weight.dtype)
 
 
@@ -161,13 +184,22 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward_rule(ctx, dy, _ds, _dmean, _drstd):
+    return _backward_with(ctx, dy, None)
+
+
+def _backward_and_sum_rule(ctx, dy, ds, _dmean, _drstd):
+    return _backward_with(ctx, dy, ds)
+
+
+def _backward_with(ctx, dy, ds):
     s, weight, mean, rstd, seed = ctx.saved_tensors
-    dx, dx_branch, dw, db = _backward(dy, s.contiguous(), weight, mean, rstd, ctx.dropout_p, seed)
+    dx, dx_branch, dw, db = _backward(dy, ds, s.contiguous(), weight, mean, rstd, ctx.dropout_p, seed)
     d_input = dx_branch if ctx.dropout_p > 0 else dx
     return d_input, (dx if ctx.has_residual else None), dw, db, None, None, None
 
 
 _forward.register_autograd(_backward_rule, setup_context=_setup_context)
+_forward_and_sum.register_autograd(_backward_and_sum_rule, setup_context=_setup_context)
 
 
 def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Optional[Tensor] = None,
@@ -178,6 +210,18 @@ def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual
     """
     if dropout_p > 0 and residual is None:
         raise ValueError("add_layer_norm: dropout is fused only together with a residual")
+    return _forward(x, residual, weight, bias, eps, dropout_p, _seed(x, dropout_p))[0]
+
+
+def add_layer_norm_and_sum(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Tensor,
+                           dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+    """``(layer_norm(s), s)`` with ``s = dropout(x) + residual``, fused; both in ``x.dtype``.
+
+    The pre-LN pattern: ``s`` is the next residual stream, its norm the next branch's input."""
+    y, s, _, _ = _forward_and_sum(x, residual, weight, bias, eps, dropout_p, _seed(x, dropout_p))
+    return y, s
+
+
+def _seed(x: Tensor, dropout_p: float) -> Optional[Tensor]:
     # the seed stays on the device (no host sync, traceable by torch.compile)
-    seed = torch.randint(0, 2 ** 31 - 1, (1,), device=x.device) if dropout_p > 0 else None
-    return _forward(x, residual, weight, bias, eps, dropout_p, seed)[0]
+    return torch.randint(0, 2 ** 31 - 1, (1,), device=x.device) if dropout_p > 0 else None

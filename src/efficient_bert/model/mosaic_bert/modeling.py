@@ -16,7 +16,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
-from efficient_bert.kernels import add_layer_norm, cross_entropy, geglu, geglu_reference, triton_usable
+from efficient_bert.kernels import (add_layer_norm, add_layer_norm_and_sum, cross_entropy, geglu, geglu_reference,
+                                    triton_usable)
 from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, BackendChoice, attend, choose_backend,
                                                        prepare_attention)
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
@@ -50,6 +51,16 @@ def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, residual: Optional[torch.Ten
     if dropout_p > 0:
         x = F.dropout(x, dropout_p)
     return norm(x if residual is None else x + residual)
+
+
+def add_norm(norm: nn.LayerNorm, x: torch.Tensor, residual: torch.Tensor, fused: bool,
+             dropout_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(norm(s), s)`` with ``s = dropout(x) + residual``: a pre-LN residual add and the norm that
+    reads it; fused, one Triton pass."""
+    if fused:
+        return add_layer_norm_and_sum(x, norm.weight, norm.bias, norm.eps, residual, dropout_p)
+    s = (F.dropout(x, dropout_p) if dropout_p > 0 else x) + residual
+    return norm(s), s
 
 
 def embed_tokens(ids: torch.Tensor, types: torch.Tensor, word_weight: torch.Tensor, type_weight: torch.Tensor,
@@ -101,14 +112,23 @@ class MosaicBertLayer(nn.Module):
         glu = geglu if fused else geglu_reference
         return self.mlp_out(glu(self.gated(x), self.gated.bias))
 
-    def forward(self, x: torch.Tensor, inputs: AttentionInputs, fused: bool = False) -> torch.Tensor:
-        if self.prenorm:
-            x = x + self.dropout(self.attention(layer_norm(self.attn_norm, x, None, fused), inputs))
-            return x + self.dropout(self.mlp(layer_norm(self.mlp_norm, x, None, fused), fused))
-        # post-LN: norm(x + dropout(branch)), the dropout fused into the norm's kernel
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs, fused: bool = False,
+                branch: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(x, branch)`` -> the same pair after this layer. Pre-LN, ``branch`` is the previous layer's
+        MLP output, not yet added to the residual stream ``x``: the add runs fused into this layer's
+        first norm, and this layer returns its own MLP output unadded (the encoder adds the last one
+        in its final norm). Post-LN, ``branch`` is None in and out."""
         p = self.dropout.p if self.training else 0.0
+        if self.prenorm:
+            if branch is None:
+                h = layer_norm(self.attn_norm, x, None, fused)
+            else:
+                h, x = add_norm(self.attn_norm, branch, x, fused, p)
+            h, x = add_norm(self.mlp_norm, self.attention(h, inputs), x, fused, p)
+            return x, self.mlp(h, fused)
+        # post-LN: norm(x + dropout(branch)), the dropout fused into the norm's kernel
         x = layer_norm(self.attn_norm, self.attention(x, inputs), x, fused, p)
-        return layer_norm(self.mlp_norm, self.mlp(x, fused), x, fused, p)
+        return layer_norm(self.mlp_norm, self.mlp(x, fused), x, fused, p), None
 
 
 class MosaicBertPreTrainedModel(PreTrainedModel):
@@ -200,10 +220,14 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         x = embed(flat_ids, flat_types, self.word_embeddings.weight, self.token_type_embeddings.weight,
                   self.word_embeddings.padding_idx, norm.weight, norm.bias, norm.eps,
                   self.embedding_dropout.p if self.training else 0.0, fused)
+        branch = None
         for layer in self.layers:
-            x = layer(x, inputs, fused)
-        if self.config.prenorm:
+            x, branch = layer(x, inputs, fused, branch)
+        if self.config.prenorm and branch is None:  # no layer ran
             x = layer_norm(self.final_norm, x, None, fused)
+        elif self.config.prenorm:  # the last layer's MLP output joins the residual stream in the final norm
+            p = self.config.hidden_dropout_prob if self.training else 0.0
+            x = layer_norm(self.final_norm, branch, x, fused, p)
         return x, inputs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
