@@ -61,14 +61,6 @@ if triton is not None:
         return tl.where(allowed, s, float("-inf"))
 
     @triton.jit
-    def _allowed(doc, valid, DOCUMENTS: tl.constexpr):
-        """Which keys each query sees: the real ones, and with ``DOCUMENTS`` only its document's
-        (a padded query sees every real key, so that its row stays finite; it is never stored)."""
-        if DOCUMENTS:
-            return valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
-        return valid[None, :]
-
-    @triton.jit
     def _forward_kernel(QKV, CU, Doc, Slopes, Out, LSE, total, heads, dim, scale,
                         DOCUMENTS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
@@ -83,8 +75,12 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        doc = tl.load(Doc + token, mask=valid, other=-1) if DOCUMENTS else token
-        s = _scores(q, k, rows, _allowed(doc, valid, DOCUMENTS), tl.load(Slopes + h), scale)
+        if DOCUMENTS:  # only within the query's document (a padded query, never stored, sees all)
+            doc = tl.load(Doc + token, mask=valid, other=-1)
+            allowed = valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
+        else:
+            allowed = valid[None, :] & (rows[:, None] >= 0)  # (BLOCK, BLOCK), as in the branch above
+        s = _scores(q, k, rows, allowed, tl.load(Slopes + h), scale)
         m = tl.max(s, axis=1)
         p = tl.exp2(s - m[:, None])
         l = tl.sum(p, axis=1)
@@ -108,8 +104,12 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        doc = tl.load(Doc + token, mask=valid, other=-1) if DOCUMENTS else token
-        s = _scores(q, k, rows, _allowed(doc, valid, DOCUMENTS), tl.load(Slopes + h), scale)
+        if DOCUMENTS:  # only within the query's document (a padded query, never stored, sees all)
+            doc = tl.load(Doc + token, mask=valid, other=-1)
+            allowed = valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
+        else:
+            allowed = valid[None, :] & (rows[:, None] >= 0)  # (BLOCK, BLOCK), as in the branch above
+        s = _scores(q, k, rows, allowed, tl.load(Slopes + h), scale)
         out_offs = token[:, None] * (heads * dim) + h * dim + cols[None, :]
         o = tl.load(Out + out_offs, mask=mask, other=0.0).to(tl.float32)
         do = tl.load(DOut + out_offs, mask=mask, other=0.0)
