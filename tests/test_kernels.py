@@ -41,6 +41,17 @@ def _close(a, b, dtype):
     return torch.allclose(a.float(), b.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
 
 
+def _assert_attention_close(out, ref, qkv, g):
+    """Attention output and its gradient in ``qkv`` against the reference's."""
+    dtype = qkv.dtype
+    # float32 dot products run as TF32 on the GPU
+    tol = TOLERANCE[dtype] if DEVICE == "cpu" or dtype == torch.bfloat16 else 1e-2
+    assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
+    grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
+    (a,), (b,) = _grads(out, [qkv], grad), _grads(ref, [qkv], grad)
+    assert torch.allclose(a.float(), b.float(), atol=2 * tol, rtol=2 * tol)
+
+
 @needs_triton_device
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("with_residual", [False, True])
@@ -70,12 +81,7 @@ def test_add_layer_norm_and_sum_matches_reference_through_both_outputs(dtype):
     assert out.dtype == total.dtype == dtype and _close(out, ref, dtype) and _close(total, ref_total, dtype)
     # the sum's own gradient (a pre-LN residual stream's) joins the norm's
     dy, ds = (torch.randn(ROWS, HIDDEN, device=DEVICE, generator=g).to(dtype) for _ in range(2))
-    inputs = [x, residual, weight, bias]
-    fused = torch.autograd.grad([out, total], inputs, [dy, ds])
-    expected = torch.autograd.grad([ref, ref_total], inputs, [dy, ds])
-    for a, b in zip(fused, expected):
-        atol = TOLERANCE[dtype] * (ROWS if a.dim() == 1 else 1) ** 0.5
-        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), atol=atol, rtol=TOLERANCE[dtype])
+    _assert_grads_close([out, total], [ref, ref_total], [x, residual, weight, bias], [dy, ds], dtype)
 
 
 @needs_triton_device
@@ -105,12 +111,7 @@ def test_short_attention_matches_reference(dtype):
     slopes = alibi_slopes(heads).to(DEVICE)
     out = short_attention(qkv, heads, cu_seqlens, slopes, max(lengths))
     ref = short_attention_reference(qkv, heads, cu_seqlens, slopes)
-    # float32 dot products run as TF32 on the GPU
-    tol = TOLERANCE[dtype] if DEVICE == "cpu" or dtype == torch.bfloat16 else 1e-2
-    assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
-    grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
-    (a,), (b,) = _grads(out, [qkv], grad), _grads(ref, [qkv], grad)
-    assert torch.allclose(a.float(), b.float(), atol=2 * tol, rtol=2 * tol)
+    _assert_attention_close(out, ref, qkv, g)
 
 
 @needs_triton_device
@@ -132,11 +133,7 @@ def test_short_attention_over_packed_rows_keeps_each_document_apart(dtype):
     slopes = alibi_slopes(heads).to(DEVICE)
     out = short_attention(qkv, heads, row_cu, slopes, max(sum(row) for row in rows), document_of)
     ref = short_attention_reference(qkv, heads, doc_cu, slopes)
-    tol = TOLERANCE[dtype] if DEVICE == "cpu" or dtype == torch.bfloat16 else 1e-2
-    assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
-    grad = torch.randn(out.shape, device=DEVICE, generator=g).to(dtype)
-    (a,), (b,) = _grads(out, [qkv], grad), _grads(ref, [qkv], grad)
-    assert torch.allclose(a.float(), b.float(), atol=2 * tol, rtol=2 * tol)
+    _assert_attention_close(out, ref, qkv, g)
 
 
 @needs_triton_device
