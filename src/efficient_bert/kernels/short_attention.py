@@ -49,7 +49,7 @@ def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slope
 
 if triton is not None:
 
-    # Pointer arithmetic stays in the kernels: Inductor's mutation analysis treats every argument
+    # Store addresses are computed in the kernels: Inductor's mutation analysis treats every argument
     # of a helper whose result feeds a store address as written, and would copy Q/K/V per call.
     @triton.jit
     def _scores(q, k, rows, allowed, slope, scale):
@@ -59,6 +59,17 @@ if triton is not None:
         # Inductor passes Python floats as fp64
         s = (tl.dot(q, tl.trans(k)) * tl.cast(scale, tl.float32) - slope * distance) * log2e
         return tl.where(allowed, s, float("-inf"))
+
+    @triton.jit
+    def _attends(Doc, token, rows, valid, DOCUMENTS: tl.constexpr):
+        """(BLOCK, BLOCK): whether each query attends to each key: the row's valid keys, with
+        ``DOCUMENTS`` only those of the query's document (a padded query, never stored, sees all)."""
+        if DOCUMENTS:
+            doc = tl.load(Doc + token, mask=valid, other=-1)
+            allowed = valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
+        else:
+            allowed = valid[None, :] & (rows[:, None] >= 0)  # full-tile shape, as in the branch above
+        return allowed
 
     @triton.jit
     def _forward_kernel(QKV, CU, Doc, Slopes, Out, LSE, total, heads, dim, scale,
@@ -75,12 +86,7 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        if DOCUMENTS:  # only within the query's document (a padded query, never stored, sees all)
-            doc = tl.load(Doc + token, mask=valid, other=-1)
-            allowed = valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
-        else:
-            allowed = valid[None, :] & (rows[:, None] >= 0)  # (BLOCK, BLOCK), as in the branch above
-        s = _scores(q, k, rows, allowed, tl.load(Slopes + h), scale)
+        s = _scores(q, k, rows, _attends(Doc, token, rows, valid, DOCUMENTS), tl.load(Slopes + h), scale)
         m = tl.max(s, axis=1)
         p = tl.exp2(s - m[:, None])
         l = tl.sum(p, axis=1)
@@ -104,12 +110,7 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        if DOCUMENTS:  # only within the query's document (a padded query, never stored, sees all)
-            doc = tl.load(Doc + token, mask=valid, other=-1)
-            allowed = valid[None, :] & ((doc[:, None] == doc[None, :]) | ~valid[:, None])
-        else:
-            allowed = valid[None, :] & (rows[:, None] >= 0)  # (BLOCK, BLOCK), as in the branch above
-        s = _scores(q, k, rows, allowed, tl.load(Slopes + h), scale)
+        s = _scores(q, k, rows, _attends(Doc, token, rows, valid, DOCUMENTS), tl.load(Slopes + h), scale)
         out_offs = token[:, None] * (heads * dim) + h * dim + cols[None, :]
         o = tl.load(Out + out_offs, mask=mask, other=0.0).to(tl.float32)
         do = tl.load(DOut + out_offs, mask=mask, other=0.0)
