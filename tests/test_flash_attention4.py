@@ -84,8 +84,10 @@ def test_auto_runs_batches_too_long_for_our_kernel_on_flash_attention4_and_match
     from efficient_bert.model.mosaic_bert.attention import BackendChoice, choose_backend
 
     cuda = torch.device("cuda")
-    assert choose_backend("auto", cuda) == BackendChoice("triton", "flex", "flash_attn")
-    assert choose_backend("auto", cuda, head_dim=132) == BackendChoice("triton", "flex")  # a head dim it cannot take
+    shared_memory = torch.cuda.get_device_properties(cuda).shared_memory_per_block_optin
+    assert choose_backend("auto", cuda) == BackendChoice("triton", "flex", "flash_attn", shared_memory)
+    # a head dim it cannot take
+    assert choose_backend("auto", cuda, head_dim=132) == BackendChoice("triton", "flex", None, shared_memory)
     cfg = dict(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)

@@ -69,6 +69,14 @@ def test_backends_are_resolved_once_per_device_and_mode_with_an_explicit_long_ba
     assert with_fa4.for_batch(129, torch.float32) == "flex"
     with pytest.raises(ValueError, match="at most 128 tokens, this batch has 300; choose attention: auto"):
         BackendChoice("triton", None).for_batch(300)  # attention: triton named explicitly
+    # the fp32 tile's backward does not fit an A100's 163 KiB of shared memory per block, an H100's 227 KiB
+    a100, h100 = 166_912, 232_448
+    assert BackendChoice("triton", "flex", shared_memory=a100).for_batch(128, torch.bfloat16) == "triton"
+    assert BackendChoice("triton", "flex", "flash_attn", a100).for_batch(128, torch.float32) == "flex"
+    assert BackendChoice("triton", "flex", shared_memory=h100).for_batch(128, torch.float32) == "triton"
+    with pytest.raises(ValueError, match="'triton' in torch.float32 needs 224 KiB of shared memory per block, "
+                                         "this GPU has 163 KiB; train in bf16"):
+        BackendChoice("triton", None, shared_memory=a100).for_batch(128, torch.float32)
 
 
 def test_prenorm_layers_compute_the_textbook_pre_ln_residual_stream():

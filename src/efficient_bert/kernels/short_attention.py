@@ -29,6 +29,10 @@ except ImportError:
     triton = None
 
 MAX_SEQLEN = 128
+# Shared memory per block that a 128-token tile's backward takes (the forward takes less), by the dtype of
+# q/k/v: the most Triton 3.8 allocates from sm80 to sm100 (tests/test_kernel_compilation.py compiles them).
+# Half precision fits every GPU from sm80 on (99 KiB and more); fp32 fits only Hopper's and B200's 227 KiB.
+SHARED_MEMORY_BYTES = {torch.bfloat16: 98_312, torch.float16: 98_312, torch.float32: 229_384}
 
 
 def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor) -> Tensor:
@@ -50,7 +54,8 @@ def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slope
 if triton is not None:
 
     # Store addresses are computed in the kernels: Inductor's mutation analysis treats every argument
-    # of a helper whose result feeds a store address as written, and would copy Q/K/V per call.
+    # of a helper whose result feeds a store address as written, and would copy Q/K/V per call
+    # (tests/test_kernel_compilation.py runs that analysis).
     @triton.jit
     def _scores(q, k, rows, allowed, slope, scale):
         """Scaled, ALiBi-biased scores of one tile in log2 units; -inf where ``allowed`` is false."""

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from efficient_bert.kernels import short_attention, triton_usable
 from efficient_bert.kernels.flash_attention4 import HEAD_DIMS as FLASH_ATTENTION4_HEAD_DIMS, flash_attention4, \
     flash_attention4_installed, flash_attention4_unsupported
-from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN
+from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN, \
+    SHARED_MEMORY_BYTES as TRITON_SHARED_MEMORY_BYTES
 from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes_on
 from efficient_bert.model.mosaic_bert.padding import Unpadded, scatter
 
@@ -105,40 +106,55 @@ HALF = (torch.bfloat16, torch.float16)
 class BackendChoice:
     """The attention backend for one device and dropout setting, resolved once (:func:`choose_backend`).
 
-    ``long`` runs a batch whose longest sequence ``main`` cannot take (only our Triton kernel has a
-    length limit); None when the backend was named explicitly, which makes such a batch an error.
-    ``long_half`` takes the place of ``long`` when q/k/v are bf16 or fp16 (FlashAttention-4, which
-    runs nothing else). These per-batch fallbacks are the only choice left to run time.
+    ``long`` runs a batch that ``main`` cannot take: only our Triton kernel has limits, sequences of at
+    most 128 tokens and tiles that fit ``shared_memory``, the device's bytes per block (None: no limit),
+    which rules out fp32 on GPUs before Hopper. None when the backend was named explicitly, which makes
+    such a batch an error. ``long_half`` takes the place of ``long`` when q/k/v are bf16 or fp16
+    (FlashAttention-4, which runs nothing else). These per-batch fallbacks are the only choice left to
+    run time.
     """
 
     main: str
     long: Optional[str]
     long_half: Optional[str] = None
+    shared_memory: Optional[int] = None
 
     def for_batch(self, max_seqlen: int, dtype: Optional[torch.dtype] = None) -> str:
-        if self.main != "triton" or max_seqlen <= TRITON_MAX_SEQLEN:
+        if self.main != "triton":
             return self.main
-        if self.long is None:
+        too_long = max_seqlen > TRITON_MAX_SEQLEN
+        needs = TRITON_SHARED_MEMORY_BYTES.get(dtype, 0)
+        too_big = self.shared_memory is not None and needs > self.shared_memory
+        if not too_long and not too_big:
+            return self.main
+        if self.long is None and too_long:
             raise ValueError(f"attention 'triton' handles sequences of at most {TRITON_MAX_SEQLEN} tokens, this "
                              f"batch has {max_seqlen}; choose attention: auto (it falls back to FlexAttention)")
+        if self.long is None:
+            raise ValueError(f"attention 'triton' in {dtype} needs {needs // 1024} KiB of shared memory per block, "
+                             f"this GPU has {self.shared_memory // 1024} KiB; train in bf16 (precision: amp_bf16) "
+                             f"or choose attention: auto (it falls back to FlexAttention)")
         return self.long_half if self.long_half is not None and dtype in HALF else self.long
 
 
 def choose_backend(name: str, device: torch.device, dropout_p: float = 0.0, head_dim: int = 64) -> BackendChoice:
-    """:func:`resolve_backend` for ``device``, with the fallback for batches too long for it.
+    """:func:`resolve_backend` for ``device``, with the fallback for batches it cannot take.
 
     Under ``auto`` a batch too long for our Triton kernel runs FlashAttention-4 where it runs on the
     device, takes ``head_dim`` and q/k/v are half precision, else FlexAttention: at seq 512 on an H200, FlashAttention-4
-    gave 1.36x the tokens/s of FlexAttention and 1.28x SDPA's (docs/benchmarks.md).
+    gave 1.36x the tokens/s of FlexAttention and 1.28x SDPA's (docs/benchmarks.md). A batch whose tiles
+    do not fit the device's shared memory (fp32 on GPUs before Hopper) runs FlexAttention.
     """
     main = resolve_backend(name, device, dropout_p)
     if main != "triton":
         return BackendChoice(main, main)
+    shared_memory = torch.cuda.get_device_properties(device).shared_memory_per_block_optin \
+        if device.type == "cuda" else None  # the interpreter's CPU tensors have no limit
     if name != "auto":
-        return BackendChoice(main, None)
+        return BackendChoice(main, None, shared_memory=shared_memory)
     fa4 = (flash_attn_version() == 4 and head_dim in FLASH_ATTENTION4_HEAD_DIMS
            and flash_attention4_unsupported(device) is None)
-    return BackendChoice(main, "flex", "flash_attn" if fa4 else None)
+    return BackendChoice(main, "flex", "flash_attn" if fa4 else None, shared_memory)
 
 
 def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
