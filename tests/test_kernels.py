@@ -23,6 +23,8 @@ needs_triton_device = pytest.mark.skipif(not triton_available() or not (torch.cu
 ROWS, HIDDEN, INNER = (300, 768, 3072) if DEVICE == "cuda" else (37, 48, 40)
 # one bf16 rounding step at the output's magnitude; float32 agrees to accumulation order
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 6e-2}
+# the model tests: TF32 dot products in the attention kernel on the GPU
+MODEL_ATOL = 2e-3 if DEVICE == "cuda" else 1e-5
 
 
 def _grads(out, inputs, grad):
@@ -158,17 +160,23 @@ def test_cross_entropy_matches_reference(dtype):
     assert torch.allclose(a.float(), b.float(), atol=1e-7 if dtype == torch.float32 else 1e-5, rtol=TOLERANCE[dtype])
 
 
-@needs_triton_device
-@pytest.mark.parametrize("prenorm", [False, True])
-def test_model_with_triton_kernels_matches_torch_kernels(prenorm):
+def _triton_and_torch_models(**config):
+    """A small Mosaic BERT on our Triton kernels and the same weights on torch kernels with eager attention."""
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
 
     size = dict(vocab_size=500, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=40,
-                hidden_dropout_prob=0.0, prenorm=prenorm)
+                hidden_dropout_prob=0.0, **config)
     torch.manual_seed(0)
     fused = MosaicBertForMaskedLM(MosaicBertConfig(kernels="triton", attention="triton", **size)).to(DEVICE)
     plain = MosaicBertForMaskedLM(MosaicBertConfig(kernels="torch", attention="eager", **size)).to(DEVICE)
     plain.load_state_dict(fused.state_dict())
+    return fused, plain
+
+
+@needs_triton_device
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_model_with_triton_kernels_matches_torch_kernels(prenorm):
+    fused, plain = _triton_and_torch_models(prenorm=prenorm)
     ids = torch.randint(5, 500, (3, 20), device=DEVICE)
     mask = (torch.arange(20, device=DEVICE)[None] < torch.tensor([[20], [7], [13]], device=DEVICE)).long()
     labels = torch.where(torch.rand(ids.shape, device=DEVICE) < 0.3, ids, -100)
@@ -178,22 +186,14 @@ def test_model_with_triton_kernels_matches_torch_kernels(prenorm):
         loss = model(ids, mask, labels=labels).loss
         loss.backward()
         losses.append(loss)
-    atol = 2e-3 if DEVICE == "cuda" else 1e-5  # TF32 dot products in the attention kernel on the GPU
-    assert torch.allclose(losses[0], losses[1], atol=atol)
+    assert torch.allclose(losses[0], losses[1], atol=MODEL_ATOL)
     for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=atol), name
+        assert torch.allclose(a.grad, b.grad, atol=MODEL_ATOL), name
 
 
 @needs_triton_device
 def test_model_with_the_triton_kernel_attends_within_each_packed_document():
-    from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
-
-    size = dict(vocab_size=500, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=40,
-                hidden_dropout_prob=0.0)
-    torch.manual_seed(0)
-    fused = MosaicBertForMaskedLM(MosaicBertConfig(kernels="triton", attention="triton", **size)).to(DEVICE).eval()
-    plain = MosaicBertForMaskedLM(MosaicBertConfig(kernels="torch", attention="eager", **size)).to(DEVICE).eval()
-    plain.load_state_dict(fused.state_dict())
+    fused, plain = (model.eval() for model in _triton_and_torch_models())
     documents = [[9, 5, 3], [20], [1, 1, 6]]
     mask = torch.zeros(3, 20, dtype=torch.long)
     for r, row in enumerate(documents):  # documents numbered 1, 2, ... in their row, as the collator packs them
@@ -204,8 +204,7 @@ def test_model_with_the_triton_kernel_attends_within_each_packed_document():
     with torch.no_grad():
         out = fused.bert(ids, mask, document_lengths=documents)
         ref = plain.bert(ids, mask, document_lengths=documents)
-    atol = 2e-3 if DEVICE == "cuda" else 1e-5  # TF32 dot products in the attention kernel on the GPU
-    assert torch.allclose(out, ref, atol=atol)
+    assert torch.allclose(out, ref, atol=MODEL_ATOL)
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or INTERPRETED or not triton_available(),
