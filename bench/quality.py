@@ -17,7 +17,7 @@ folders (``OUT/report/``: loss-vs-time and loss-vs-tokens plots). A script, not 
         --run "hf=yamls/pretrain/mosaic-bert-budget.yaml yamls/pretrain/hf-bert-budget.yaml"
 
 A run whose folder already holds its result is skipped (rerun the same command after an interruption);
-a folder without one (a killed run) is an error naming it: delete it to run it again.
+a folder without one (a killed run) is moved aside, with its log, and the run starts again.
 """
 
 from __future__ import annotations

@@ -58,9 +58,11 @@ def token_mds(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 # Reference-clock prices for tiny-cpu.yaml's model (HF BERT, 64 wide, 2 layers) at its rows of 64 tokens:
-# a training pass over 16 rows costs 4 s with one layer running and 10 s with both; a forward pass 1 s and 3 s
+# a training pass over 16 rows costs 4 s with one layer running and 10 s with both; a forward pass 1 s and 3 s;
+# a Lion step 1 s more than the AdamW step the training prices include
 TINY_COSTS = {"model": {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256},
-              "seq_len": 64, "rows": 16, "train": [4.0, 10.0], "forward": [1.0, 3.0]}
+              "seq_len": 64, "rows": 16, "train": [4.0, 10.0], "forward": [1.0, 3.0],
+              "optimizer_steps": {"AdamW": 1.0, "Lion": 2.0}}
 
 
 @pytest.fixture(scope="session")

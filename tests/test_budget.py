@@ -253,6 +253,13 @@ def test_reference_clock_charges_stacked_layers_and_scored_rows(tmp_path, tokeni
         assert int(run.trainer.state.timestamp.batch) == steps and budget.charged_seconds == charged
         run.close()
 
+    # a Lion step costs 1 s more than the AdamW step in the training price: 11 s a step, 17 steps
+    run, budget = reference_run(tmp_path / "lion", tokenizer_dir, token_mds, tiny_cost_table,
+                                "optimizer={name: lion, lr: 1.0e-4}")
+    run.fit()
+    assert int(run.trainer.state.timestamp.batch) == 17 and budget.charged_seconds == 187.0
+    run.close()
+
 
 def test_cost_table_must_price_the_model_and_rows_of_the_run(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     from efficient_bert.builders import build_budget
@@ -269,6 +276,9 @@ def test_cost_table_must_price_the_model_and_rows_of_the_run(tmp_path, tokenizer
     with pytest.raises(ConfigError, match=r"^budget.cost_table: the cost table was measured for another model: "
                                           r"hidden_size 64 \(model: 128\)"):
         reference_run(tmp_path, tokenizer_dir, token_mds, tiny_cost_table, "model.hidden_size=128")
+    with pytest.raises(ConfigError, match=r"^budget.cost_table: the cost table prices the steps of AdamW, Lion, not "
+                                          r"Lamb: measure them with `efficient-bert calibrate --optimizer-steps"):
+        reference_run(tmp_path, tokenizer_dir, token_mds, tiny_cost_table, "optimizer={name: lamb, lr: 1.0e-3}")
 
 
 def test_calibrate_measures_a_cost_table_for_every_layer_count(tmp_path):
@@ -283,6 +293,22 @@ def test_calibrate_measures_a_cost_table_for_every_layer_count(tmp_path):
                            "intermediate_size": 512}
     assert (table.rows, table.seq_len, len(table.train), len(table.forward)) == (2, 16, 2, 2)
     assert table.measured_on["device"] == "cpu" and table.measured_on["steps"] == 1
+
+
+def test_calibrate_adds_each_optimizers_step_to_a_cost_table(tmp_path):
+    from efficient_bert.budget.calibrate import main
+    from efficient_bert.budget.cost_table import CostTable
+
+    path = tmp_path / "costs.json"
+    assert main(["--cost-table", "--size", "tiny", "--rows", "2", "--seq", "16", "--steps", "1", "--out", str(path)]) == 0
+    before = CostTable.load(path)
+    assert main(["--optimizer-steps", "--table", str(path), "--steps", "2"]) == 0
+    table = CostTable.load(path)
+    assert set(table.optimizer_steps) == {"AdamW", "Lion", "Lamb", "Adafactor", "SophiaG"}
+    assert all(0 < price < table.train[-1] for price in table.optimizer_steps.values())  # a part of a training step
+    assert (table.train, table.forward, table.model) == (before.train, before.forward, before.model)
+    assert table.step_surcharge("AdamW") == 0.0
+    assert table.step_surcharge("Lamb") == pytest.approx(table.optimizer_steps["Lamb"] - table.optimizer_steps["AdamW"])
 
 
 def test_shipped_cost_table_prices_mosaic_bert_base_at_128_tokens():

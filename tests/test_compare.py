@@ -1,5 +1,6 @@
-"""efficient-bert compare on the CPU: methods and a composition against a baseline with two seeds at
-one reference-clock budget, GLUE fine-tuning on the bundled SST-2 slice, resumption."""
+"""efficient-bert compare on the CPU, through the code paths a GPU slice uses: rows recorded with their
+fingerprint, reused only when it matches, a stale record shown and set aside, the time limit, the
+table rebuilt from the records alone."""
 
 import json
 import sys
@@ -9,74 +10,101 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.mark.slow
-def test_compare_builds_the_table_and_resumes(tmp_path, tokenizer_dir, token_mds, tiny_cost_table, capsys):
-    from efficient_bert.compare import main
-
+@pytest.fixture
+def compare_args(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     clock = tmp_path / "clock.yaml"
     clock.write_text(f"budget: {{clock: reference, cost_table: {tiny_cost_table}}}\n")
     glue = tmp_path / "glue.yaml"  # one short SST-2 fine-tuning per row, on 256 examples
     glue.write_text("checkpoint: ???\nresults_dir: ???\nglue_dir: ???\nprogress_bar: false\n"
                     "max_train_examples: 256\nmax_eval_examples: 256\n"
                     "tasks: {sst2: {epochs: 1, lr: 3.0e-4, batch_size: 32, max_seq_len: 64, seeds: [19]}}\n")
-    out = tmp_path / "compare"
     # 0.02 h = 72 reference s (conftest.TINY_COSTS): the baseline trains 8 steps of 10 s; layer drop
     # runs one layer in some steps (4 s), so it trains more steps for the same budget
-    args = ["--out", str(out), "--data", str(token_mds),
-           "--tokenizer", str(tokenizer_dir), "--hours", "0.02", "--methods", "baseline", "layer-drop+lion",
-           "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"), "--clock", str(clock), "--yamls", str(ROOT / "yamls"),
-           "--glue-dir", str(ROOT / "data" / "glue"), "--glue-yaml", str(glue), "--launcher", f"{sys.executable} -m",
-           "--override", "loggers.wandb=null", "--override", "eval_at_start=false",
-           "--override", "scheduler={name: budget, curve: linear, warmup: 0.1}",
-           "--override", "eval_subset_num_batches=2"]
-    assert main(args) == 0, capsys.readouterr().out[-3000:]
-    capsys.readouterr()
-    result = json.loads((out / "compare.json").read_text())
-    rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["baseline", "layer-drop+lion"] and all(r["seed"] == 17 for r in rows.values())
-    base, mine = rows["baseline"]["run"], rows["layer-drop+lion"]["run"]
-    assert base["steps"] == 8 and base["reference_hours"] == pytest.approx(80 / 3600)
-    assert mine["steps"] > 8 and 72 / 3600 <= mine["reference_hours"] < 82 / 3600
-    assert all(0.0 <= row["glue"]["sst2"] <= 1.0 for row in rows.values())
-    table = {line["method"]: line for line in result["tables"]["0.02"]}
-    assert table["layer-drop+lion"]["eval_loss_delta"] == pytest.approx(mine["eval_loss"] - base["eval_loss"])
-    assert table["layer-drop+lion"]["glue_delta"] == pytest.approx(
-        rows["layer-drop+lion"]["glue"]["average"] - rows["baseline"]["glue"]["average"])
-    assert table["layer-drop+lion"]["exceeds_seed_spread"] is None  # one baseline seed: no spread
-    config = json.loads((out / "0.02h" / "layer-drop+lion-s17" / "run.json").read_text())
-    assert config["optimizer"]["name"] == "lion" and "layer_drop" in config["algorithms"]
-    assert (out / "0.02h" / "report" / "eval_loss_vs_budget.png").is_file()
-    assert "| layer-drop+lion | 17 |" in (out / "compare.md").read_text()
+    return ["--out", str(tmp_path / "work"), "--records", str(tmp_path / "records"), "--data", str(token_mds),
+            "--tokenizer", str(tokenizer_dir), "--hours", "0.02", "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"),
+            "--clock", str(clock), "--yamls", str(ROOT / "yamls"), "--glue-dir", str(ROOT / "data" / "glue"),
+            "--glue-yaml", str(glue), "--launcher", f"{sys.executable} -m", "--override", "loggers.wandb=null",
+            "--override", "eval_at_start=false", "--override", "scheduler={name: budget, curve: linear, warmup: 0.1}",
+            "--override", "eval_subset_num_batches=2"]
 
-    # the same command again: every row and fine-tuning is read back, nothing trains
-    assert main(args) == 0
+
+@pytest.mark.slow
+def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compare_args, capsys):
+    from efficient_bert.compare import main
+
+    run = ["run", *compare_args, "--seeds", "17", "18", "--method-seeds", "1", "--methods", "baseline",
+           "layer-drop+lion"]
+    code = main(run)
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-3000:] + printed.err[-3000:]
+    records = tmp_path / "records" / "0.02h"
+    assert sorted(p.name for p in records.iterdir()) == ["baseline-s17.json", "baseline-s18.json",
+                                                          "layer-drop+lion-s17.json"]
+    base = json.loads((records / "baseline-s17.json").read_text())
+    mine = json.loads((records / "layer-drop+lion-s17.json").read_text())
+    assert base["pretrain"]["steps"] == 8 and base["pretrain"]["reference_hours"] == pytest.approx(80 / 3600)
+    # one layer runs in some of layer drop's steps (4 s a pass instead of 10), and each Lion step costs 1 s more
+    assert mine["pretrain"]["steps"] > 8 and 72 / 3600 <= mine["pretrain"]["reference_hours"] < 83 / 3600
+    assert mine["inputs"]["config"]["budget"]["cost_table"]["optimizer"] == "Lion"
+    # the eval curve: the budget charged at each evaluation (one a step here: a step is 14% of the budget),
+    # ending at the final loss and the whole charge
+    charged = [p[0] for p in base["pretrain"]["curve"]]
+    assert len(charged) >= 6 and charged == sorted(charged) and charged[-1] == pytest.approx(80 / 3600)
+    assert base["pretrain"]["curve"][-1][2] == base["pretrain"]["eval_loss"]
+    assert 0.0 <= base["glue"]["tasks"]["sst2"]["score"] <= 1.0 and base["glue"]["wall_seconds"] > 0
+    # what decided the result: config, data, tokenizer, GLUE recipe; the code and machine beside it
+    assert mine["inputs"]["config"]["optimizer"]["name"] == "lion" and "layer_drop" in mine["inputs"]["config"][
+        "algorithms"]
+    assert mine["inputs"]["data"] == base["inputs"]["data"] and set(base["inputs"]["data"]) == {"train", "validation"}
+    assert base["inputs"]["glue"]["tasks"]["sst2"]["recipe"]["lr"] == 3.0e-4
+    assert base["fingerprint"] != json.loads((records / "baseline-s18.json").read_text())["fingerprint"]  # the seed
+    assert len(base["code"]["sources"]) == 16 and base["environment"]["torch"]
+    assert "| layer-drop+lion | 17 |" in (tmp_path / "work" / "compare.md").read_text()
+
+    # the same command again: every row is reused, nothing trains
+    assert main(run) == 0
     again = capsys.readouterr().out
-    assert again.count("done earlier") == 2 and "[compare] GLUE" not in again
-    assert json.loads((out / "compare.json").read_text())["tables"] == result["tables"]
+    assert again.count(": recorded ") == 3 and "[compare] GLUE" not in again and "efficient_bert.train" not in again
+
+    # another learning rate: the records are stale; nothing trains, the differences are named
+    stale = [*run, "--override", "optimizer.lr=1e-3"]
+    assert main(stale) == 2
+    error = capsys.readouterr().err
+    assert "0.02h/baseline-s17: config.optimizer.lr: 0.003 -> 0.001" in error and "--rerun-stale" in error
+    assert json.loads((records / "baseline-s17.json").read_text()) == base
+
+    # the time limit: a row that cannot end within it does not start
+    assert main([*stale, "--rerun-stale", "--time-limit", "0.01", "--methods", "baseline", "--seeds", "17"]) == 0
+    out = capsys.readouterr().out
+    assert "left for a later slice: 0.02h/baseline-s17 (needs about" in out
+    assert (tmp_path / "records" / "superseded" / "0.02h" / f"baseline-s17-{base['fingerprint']}.json").is_file()
 
 
-def test_methods_within_the_baseline_seed_spread_are_flagged():
-    from efficient_bert.compare import Row, seed_spread, summarize
+@pytest.mark.slow
+def test_compare_table_is_rebuilt_from_the_records(tmp_path):
+    """The table, its verdicts and the plot from committed records alone (tests/data/compare)."""
+    from efficient_bert.compare import main
 
-    def row(method, seed, loss, glue):
-        return Row(method, 0.1, seed, f"x/{method}-{seed}", run={"returncode": 0, "eval_loss": loss, "steps": 10,
-                   "tokens": 100, "masked_accuracy": 0.5, "reference_hours": 0.1}, glue={"average": glue})
-
-    rows = [row("baseline", 17, 3.0, 0.70), row("baseline", 18, 3.2, 0.74), row("lion", 17, 3.15, 0.71),
-            row("lamb", 17, 3.5, 0.60)]
-    assert seed_spread(rows[:2]) == pytest.approx(0.2)
-    table = {line["method"]: line for line in summarize(rows, ["baseline", "lion", "lamb"], 0.1)}
-    assert table["baseline"]["eval_loss"] == pytest.approx(3.1) and table["baseline"]["seeds"] == [17, 18]
-    assert table["lion"]["eval_loss_delta"] == pytest.approx(0.05) and table["lion"]["exceeds_seed_spread"] is False
-    assert table["lamb"]["eval_loss_delta"] == pytest.approx(0.4) and table["lamb"]["exceeds_seed_spread"] is True
-    assert table["lamb"]["glue_delta"] == pytest.approx(0.60 - 0.72)
+    out = tmp_path / "results.md"
+    assert main(["table", "--records", str(ROOT / "tests" / "data" / "compare"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## 3 minutes (budget.hours=0.05)" in text
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 17, 18, 19 | 3.0000 | – | – |" in lines["baseline"]
+    # pooled variance (2 * 0.01 + 0.005 + 0.005) / 4 over 4 degrees of freedom: s.e. 0.0791 for 2 seeds against 3
+    assert "| 17, 18 | 3.3000 | +0.3000 ± 0.0791 | worse |" in lines["layer-drop"]
+    assert "| 17, 18 | 3.0050 | +0.0050 ± 0.0791 | no measurable difference |" in lines["lion"]
+    assert lines["layer-drop"].endswith("| 59.00 | -3.00 ± 1.58 | no measurable difference |")
+    assert (tmp_path / "results" / "eval_loss_0.05h.png").is_file()
+    assert "![eval loss against budget, 3 minutes](results/eval_loss_0.05h.png)" in text
 
 
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
     from efficient_bert.compare import main
 
-    base = ["--out", str(tmp_path / "c"), "--data", str(token_mds), "--tokenizer", "tok", "--hours", "0.1",
-            "--yamls", str(ROOT / "yamls"), "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"),
+    base = ["run", "--out", str(tmp_path / "c"), "--records", str(tmp_path / "r"), "--data", str(token_mds),
+            "--tokenizer", str(tmp_path), "--hours", "0.1", "--yamls", str(ROOT / "yamls"),
+            "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"),
             "--clock", str(ROOT / "yamls" / "budget" / "reference-clock.yaml")]
     with pytest.raises(SystemExit, match="has none: convert the corpus with convert_c4.py --holdout_fraction"):
         main([*base, "--methods", "baseline", "rho-loss"])
@@ -84,6 +112,8 @@ def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
         main([*base, "--methods", "lion"])
     with pytest.raises(SystemExit, match="does not exist: run from the repository root"):
         main([*base[:-2], "--clock", "nowhere.yaml", "--methods", "baseline"])
+    with pytest.raises(SystemExit, match="--method-seeds 4 must be between 1 and the 3 --seeds"):
+        main([*base, "--methods", "baseline", "--method-seeds", "4"])
     with pytest.raises(SystemExit):  # argparse: unknown method
         main([*base, "--methods", "baseline", "layer-dorp"])
-    assert not (tmp_path / "c").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()

@@ -271,7 +271,7 @@ def test_tiny_finetune_beats_the_majority_class_on_sst2(tmp_path, random_init_ch
 def test_suite_starts_from_a_finetuned_model_and_reports(tmp_path, random_init_checkpoint, parallel):
     """SST-2 first, then STS-B-format data (real SST-2 sentences, score = 5 x label) from the SST-2 model,
     whose 2-label head is replaced by a 1-output regression head. ``parallel`` runs one process per job
-    slot, as on a multi-GPU machine (here two CPU slots)."""
+    slot, two slots on one GPU id as compare packs GLUE on one GPU (here CPU processes)."""
     glue = tmp_path / "glue"
     (glue / "STS-B").mkdir(parents=True)
     (glue / "SST-2").symlink_to(GLUE_SLICE / "SST-2")
@@ -292,7 +292,8 @@ max_train_examples: 200
 max_eval_examples: 100
 device: cpu
 parallel: {str(parallel).lower()}
-gpus: [0, 1]
+gpus: [0]
+jobs_per_gpu: 2
 progress_bar: false
 """)
     summary = run_suite(load_finetune_config([yaml]))
@@ -310,8 +311,8 @@ progress_bar: false
     assert all(math.isfinite(v) for v in summary["tasks"]["stsb"]["median"]["dev"].values())
     report = (results / "results.md").read_text()
     assert "| sst2 | dev | accuracy |" in report and "**GLUE average** (2 tasks" in report
-    if parallel:
-        assert (results / "stsb" / "seed-3" / "log.txt").is_file()
+    if parallel:  # both seeds of each task ran as jobs of their own, side by side on the one GPU id
+        assert all((results / t / f"seed-{s}" / "log.txt").is_file() for t in ("sst2", "stsb") for s in (3, 4))
     # a second run refuses to replace the results; resume keeps them and reruns nothing
     with pytest.raises(ConfigError, match=r"results_dir .* holds 4 finished job\(s\) \(sst2 seed 3, ...\); set resume"):
         run_suite(load_finetune_config([yaml]))

@@ -129,12 +129,13 @@ def build_budget(cfg: BudgetConfig, save_folder: Optional[str]) -> list[Any]:
     return callbacks
 
 
-def check_cost_table(callbacks: list[Any], model: Any, cfg: TrainConfig) -> None:
-    """A budget's cost table must price this model at this run's sequence length."""
+def check_cost_table(callbacks: list[Any], model: Any, optimizer: Any, cfg: TrainConfig) -> None:
+    """A budget's cost table must price this model at this run's sequence length, and its optimizer."""
     budget = next((c for c in callbacks if isinstance(c, TrainingBudget)), None)
     if budget is not None and budget.cost_table is not None:
         with config_errors("budget.cost_table"):
             budget.cost_table.check_model(model, cfg.train_loader.dataset.max_seq_len)
+            budget.cost_table.step_surcharge(type(optimizer).__name__)
 
 
 def build_eval_interval(cfg: TrainConfig) -> Any:
@@ -364,8 +365,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
     with config_errors("tokenizer.path"):
         tokenizer = load_tokenizer(cfg.tokenizer.path)
     model = build_model(cfg, tokenizer)
-    check_cost_table(callbacks, model, cfg)
     optimizer, scheduler = build_optimization(cfg, model, algorithms)
+    check_cost_table(callbacks, model, optimizer, cfg)
     records = records_folder(cfg)
     run_callbacks, history = build_callbacks(cfg, device, world_size, records)
     callbacks += run_callbacks

@@ -174,18 +174,8 @@ def merge_layers(base: DictConfig, layer: DictConfig, replaced: Sequence[str],
     return OmegaConf.merge(base, layer)
 
 
-def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: Sequence[str] = (),
-                schema: type = TrainConfig, replaced_sections: Sequence[str] = NAMED_SECTIONS) -> Any:
-    """Load a run YAML, apply ``key=value`` overrides, validate keys and types, resolve ${...}.
-
-    ``path`` may be several YAMLs, merged in order: a base run and method files that add to it
-    (``yamls/methods/*.yaml``). A ``model``/``optimizer``/``scheduler`` section in a later file or
-    a whole-section override (``scheduler={name: ...}``) replaces the earlier section; dotted keys
-    (``scheduler.alpha_f=0.1``) edit it. ``schema`` is the dataclass the result must fit
-    (fine-tuning has its own, :class:`efficient_bert.eval.finetune_config.FinetuneConfig`, whose replaced
-    section is ``tasks``).
-    """
-    paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
+def merge_user_layers(paths: Sequence[Path], overrides: Sequence[str], replaced_sections: Sequence[str]) -> DictConfig:
+    """The YAML files merged in order, then the ``key=value`` overrides (see :func:`load_config`)."""
     if not paths:
         raise ConfigError("no config file given")
     user = load_yaml(paths[0])
@@ -198,9 +188,24 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
             user = merge_layers(user, layer, list(layer.keys()) if isinstance(layer, DictConfig) else [],
                                 replaced_sections)
         whole = [o.split("=", 1)[0].strip() for o in overrides]
-        user = merge_layers(user, OmegaConf.from_dotlist(list(overrides)), whole, replaced_sections)
+        return merge_layers(user, OmegaConf.from_dotlist(list(overrides)), whole, replaced_sections)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad override: {exc}") from exc
+
+
+def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: Sequence[str] = (),
+                schema: type = TrainConfig, replaced_sections: Sequence[str] = NAMED_SECTIONS) -> Any:
+    """Load a run YAML, apply ``key=value`` overrides, validate keys and types, resolve ${...}.
+
+    ``path`` may be several YAMLs, merged in order: a base run and method files that add to it
+    (``yamls/methods/*.yaml``). A ``model``/``optimizer``/``scheduler`` section in a later file or
+    a whole-section override (``scheduler={name: ...}``) replaces the earlier section; dotted keys
+    (``scheduler.alpha_f=0.1``) edit it. ``schema`` is the dataclass the result must fit
+    (fine-tuning has its own, :class:`efficient_bert.eval.finetune_config.FinetuneConfig`, whose replaced
+    section is ``tasks``).
+    """
+    paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
+    user = merge_user_layers(paths, overrides, replaced_sections)
     source = " + ".join(str(p) for p in paths)
     check_keys(user, schema)
     try:
@@ -220,6 +225,14 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
         raise ConfigError(f"{source}: invalid value{' for ' + key if key else ''}: {message}") from exc
     check_time_strings(cfg, source)
     return cfg
+
+
+def user_settings(paths: Sequence[Union[str, Path]], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """What the YAML files and overrides set, resolved, without the schema's defaults (after checking
+    the whole config loads): a record of a run's choices that a new default elsewhere does not change."""
+    load_config(list(paths), overrides)
+    user = merge_user_layers([Path(p) for p in paths], overrides, NAMED_SECTIONS)
+    return OmegaConf.to_container(user, resolve=True)
 
 
 # TrainConfig fields that Composer reads as time strings

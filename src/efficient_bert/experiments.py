@@ -4,7 +4,7 @@ What ``bench/quality.py`` and ``efficient-bert compare`` share: a run is a name 
 arguments (YAML files and ``key=value`` overrides); it trains in a subprocess through the normal
 path (``composer -n 1``) into ``<out>/<name>/``, and its figures are read back from the record
 folder as ``efficient-bert report`` reads them. A run whose folder holds its result file is done
-and is never run again; a folder without one (a killed run) is an error naming it.
+and is never run again; a folder without one (a killed run) is moved aside, kept, and run again.
 """
 
 from __future__ import annotations
@@ -115,8 +115,13 @@ def run_config(spec: RunSpec, out: Path, entry: Sequence[str], overrides: Sequen
         print(f"[{tag}] {spec.name}: done earlier, reading {folder / RESULT_FILE}", flush=True)
         return done
     if folder.exists():
-        raise SystemExit(f"error: {folder} exists but holds no {RESULT_FILE} (an interrupted run?): delete it to "
-                         "run it again, or choose another --out")
+        aside = next(folder.with_name(f"{folder.name}.interrupted-{i}") for i in range(1, 1000)
+                     if not folder.with_name(f"{folder.name}.interrupted-{i}").exists())
+        folder.rename(aside)
+        if (out / f"{spec.name}.log").is_file():
+            (out / f"{spec.name}.log").rename(out / f"{aside.name}.log")
+        print(f"[{tag}] {spec.name}: {folder} holds no {RESULT_FILE} (an interrupted run): moved to {aside}, "
+              "running it again", flush=True)
     cmd = [*entry, *spec.args, *overrides, f"save_folder={folder}", f"run_name={spec.name}"]
     command = shlex.join(cmd)
     print(f"[{tag}] {spec.name}: {command}", flush=True)

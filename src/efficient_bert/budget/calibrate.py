@@ -18,6 +18,11 @@ What it costs (5 warm-up and 20 timed steps, a progress bar on stderr): the base
 of ``--seq`` tokens (256 and 128 by default) for every number of running layers, 3 warm-up and
 ``--steps`` (10) timed passes each; the table (:mod:`.cost_table`) prices every step of a
 ``reference`` budget. It takes seconds on a GPU; on a 2-core CPU use ``--size tiny --rows 8``.
+
+``--optimizer-steps --table PATH`` adds to a table the price of one step of each optimizer (AdamW,
+Lion, LAMB, Adafactor, Sophia-G) over the whole model. Each is timed beside a training step of the
+table's workload on this machine and stored as that fraction of the table's own training price, so
+a GPU other than the table's measures prices in the table's units.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -125,6 +131,42 @@ def measure_cost_table(size: str = "base", rows: int = 256, seq: int = 128, step
                                   "precision": "amp_bf16" if device == "cuda" else "fp32", "compiled": False})
 
 
+def optimizer_classes() -> dict[str, Callable[[Any], torch.optim.Optimizer]]:
+    """The optimizers a table prices, by class name, built with their defaults."""
+    from efficient_bert.optim import Adafactor, Lamb, Lion, SophiaG
+
+    return {"AdamW": lambda p: torch.optim.AdamW(p, lr=1e-4), "Lion": Lion, "Lamb": Lamb, "Adafactor": Adafactor,
+            "SophiaG": SophiaG}
+
+
+def measure_optimizer_steps(table: CostTable, steps: int = 20, warmup: int = 5, device: Optional[str] = None,
+                            progress: bool = True) -> dict[str, float]:
+    """Reference seconds of one step of each optimizer over the table's model, measured here as a
+    fraction of this machine's training step of the table's workload (at all layers)."""
+    from tqdm.auto import tqdm
+
+    from efficient_bert.model.mosaic_bert import SIZES
+
+    size = next((name for name, shape in SIZES.items() if shape.get("hidden_size") == table.model["hidden_size"]
+                 and shape.get("num_hidden_layers") == table.model["num_hidden_layers"]), None)
+    if size is None:
+        raise ValueError(f"no Mosaic BERT size matches the table's model {table.model}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    workload = ReferenceWorkload(size, table.rows, table.seq_len, device)
+    classes = optimizer_classes()
+    prices = {}
+    with tqdm(total=(len(classes) + 1) * (warmup + steps), desc="optimizer steps", unit="step",
+              disable=not progress) as bar:
+        train = workload.seconds(workload.train_step, steps, warmup, bar.update)
+        with workload.autocast:
+            workload.model(**workload.batch).loss.backward()  # gradients for the optimizers to read
+        for name, build in classes.items():
+            optimizer = build(workload.model.parameters())
+            prices[name] = workload.seconds(optimizer.step, steps, warmup, bar.update) / train * table.train[-1]
+            del optimizer
+    return prices
+
+
 def calibrate(size: str = "base", steps: int = 20) -> dict[str, Any]:
     reference = REFERENCE_SECONDS[size]
     if not reference > 0:
@@ -162,7 +204,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cost-table", action="store_true", help="measure the reference clock's cost table instead")
     p.add_argument("--rows", type=int, default=256, help="--cost-table: rows per timed pass")
     p.add_argument("--seq", type=int, default=128, help="--cost-table: tokens per row")
+    p.add_argument("--optimizer-steps", action="store_true",
+                   help="add the price of each optimizer's step to the cost table --table")
+    p.add_argument("--table", help="--optimizer-steps: the cost table to add the prices to (rewritten in place)")
     args = p.parse_args(argv)
+    if args.optimizer_steps:
+        if not args.table:
+            raise SystemExit("--optimizer-steps needs --table: the cost table whose workload it prices")
+        table = CostTable.load(args.table)
+        prices = measure_optimizer_steps(table, args.steps or 20)
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        updated = replace(table, optimizer_steps={k: round(v, 6) for k, v in prices.items()},
+                          measured_on={**table.measured_on, "optimizer_steps": f"{device}, torch {torch.__version__}, "
+                                       f"{time.strftime('%Y-%m-%d')}"})
+        partial = Path(args.table + ".partial")
+        partial.write_text(updated.to_json())
+        partial.replace(args.table)
+        print(json.dumps(updated.optimizer_steps, indent=1))
+        return 0
     if args.out and Path(args.out).exists():  # before minutes of measuring
         raise SystemExit(f"{args.out} exists; remove it or choose another --out")
     if args.cost_table:

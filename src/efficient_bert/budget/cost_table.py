@@ -15,9 +15,13 @@ A pass over ``r`` rows with ``k`` layers running costs ``train[k-1] * r / rows``
 trains, plus each extra pass made in it: the forward-only scoring of candidate rows (selective
 backprop, RHO-loss) and the forward and backward of a curvature estimate (Sophia's Hessian, charged
 as a training pass), each at the layers running when it ran. Rows are summed over processes, so a
-budget buys the same training on one GPU or eight. Optimizers are not priced apart: Lion, LAMB,
-Sophia and Adafactor steps are charged as AdamW's (as in NoTrainNoGain, whose table is the same
-for every optimizer).
+budget buys the same training on one GPU or eight.
+
+The training prices include the step of ``optimizer`` (AdamW). Another optimizer's step costs what it
+costs: ``optimizer_steps`` holds each optimizer's step over the whole model in reference seconds, and
+a step of that optimizer is charged the difference to AdamW's (:meth:`CostTable.step_surcharge`). So
+Adafactor and LAMB, slower per step than AdamW, buy fewer steps at equal budget; NoTrainNoGain
+charged every optimizer AdamW's price, which gives a slower optimizer its extra time for free.
 
 Measure a table with ``efficient-bert calibrate --cost-table`` (:mod:`.calibrate`).
 """
@@ -55,6 +59,8 @@ class CostTable:
     train: tuple[float, ...]
     forward: tuple[float, ...]
     measured_on: dict[str, Any] = field(default_factory=dict)  # device, torch, steps: for the record only
+    optimizer: str = "AdamW"  # the class whose step the training prices include
+    optimizer_steps: dict[str, float] = field(default_factory=dict)  # class name -> reference s of one step
 
     def __post_init__(self):
         layers = self.model.get("num_hidden_layers")
@@ -74,6 +80,16 @@ class CostTable:
         if not 1 <= layers <= self.num_layers:
             raise ValueError(f"{layers} running layers is outside this cost table's 1..{self.num_layers}")
         return (self.train if backward else self.forward)[layers - 1] * rows / self.rows
+
+    def step_surcharge(self, optimizer: str) -> float:
+        """Reference seconds a step of the ``optimizer`` class costs beyond the table's own optimizer's."""
+        if optimizer == self.optimizer:
+            return 0.0
+        if optimizer not in self.optimizer_steps or self.optimizer not in self.optimizer_steps:
+            priced = ", ".join(sorted({self.optimizer, *self.optimizer_steps}))
+            raise ValueError(f"the cost table prices the steps of {priced}, not {optimizer}: measure them with "
+                             "`efficient-bert calibrate --optimizer-steps --table <this table>`")
+        return self.optimizer_steps[optimizer] - self.optimizer_steps[self.optimizer]
 
     def check_model(self, model: nn.Module, seq_len: int) -> None:
         """Refuse a model or sequence length the table was not measured for."""
@@ -101,7 +117,8 @@ class CostTable:
             raw = json.loads(path.read_text())
             return cls(model=dict(raw["model"]), seq_len=int(raw["seq_len"]), rows=int(raw["rows"]),
                        train=tuple(float(p) for p in raw["train"]), forward=tuple(float(p) for p in raw["forward"]),
-                       measured_on=dict(raw.get("measured_on", {})))
+                       measured_on=dict(raw.get("measured_on", {})), optimizer=str(raw.get("optimizer", "AdamW")),
+                       optimizer_steps={k: float(v) for k, v in raw.get("optimizer_steps", {}).items()})
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a cost table ({exc}); write it again with "
                              "`efficient-bert calibrate --cost-table`") from exc

@@ -94,6 +94,7 @@ class TrainingBudget(Callback):
         self._step_layers = 0  # running layers and rows of the step in progress (reference clock)
         self._step_rows = 0
         self._pending_charge = 0.0  # reference seconds of the step's extra passes
+        self._step_surcharge = 0.0  # reference seconds the optimizer's step costs beyond the table's (reference clock)
 
     # --- what the budget has used --------------------------------------------------------------
     @property
@@ -161,8 +162,11 @@ class TrainingBudget(Callback):
             self._step_layers = running_layer_count(state.model, training=True) or self.cost_table.num_layers
         elif event == Event.BATCH_END:
             self._account(state, logger)
-        elif event == Event.FIT_START and not self.count_compilation:
-            self._watch_compilation(True)
+        elif event == Event.FIT_START:
+            if self.cost_table is not None and state.optimizers:
+                self._step_surcharge = self.cost_table.step_surcharge(type(state.optimizers[0]).__name__)
+            if not self.count_compilation:
+                self._watch_compilation(True)
         elif event == Event.FIT_END:
             self._watch_compilation(False)
 
@@ -186,7 +190,8 @@ class TrainingBudget(Callback):
         self.wall_seconds, self.excluded_seconds = wall, excluded
         extra, self._pending_charge = self._pending_charge, 0.0
         if self.cost_table is not None:
-            self.charged_seconds += self.cost_table.price(self._step_layers, self._step_rows) + extra
+            self.charged_seconds += self.cost_table.price(self._step_layers, self._step_rows) + extra + \
+                self._step_surcharge
         self.last_step_seconds = self.used_seconds - before
         metrics = {"budget/fraction": self.fraction, "budget/wall_hours": self.wall_seconds / 3600,
                    "budget/rst_hours": self.rst_seconds / 3600, "budget/compile_seconds": self.compile_seconds}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -29,6 +31,8 @@ def train_wordpiece(documents: Iterable[str], out_dir: str | Path, vocab_size: i
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=SPECIAL_TOKENS, show_progress=False)
     tok.train_from_iterator(documents, trainer=trainer)
+    tok.model = models.WordPiece(vocab=canonical_vocab(tok.get_vocab()), unk_token="[UNK]",
+                                 continuing_subword_prefix="##")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -37,6 +41,23 @@ def train_wordpiece(documents: Iterable[str], out_dir: str | Path, vocab_size: i
                              sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
     fast.save_pretrained(str(out_dir))
     return fast
+
+
+def canonical_vocab(vocab: dict[str, int]) -> dict[str, int]:
+    """The special tokens first, then every other token in code-point order. The trainer breaks ties
+    between equally frequent merges in hash order, which changes from process to process, so its ids
+    do too; WordPiece tokenizes by longest match, which ids do not affect."""
+    rest = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
+    return {token: i for i, token in enumerate([*(t for t in SPECIAL_TOKENS if t in vocab), *rest])}
+
+
+def vocabulary_digest(tokenizer: Any) -> str:
+    """A hash of what decides a tokenizer's ids: its vocabulary (token -> id) and its lowercasing.
+    Shards, checkpoints and result records carry it, so a mismatch is found before training."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    lowercase = bool(getattr(tokenizer, "do_lower_case", False))
+    payload = json.dumps({"vocab": vocab, "lowercase": lowercase}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def load_tokenizer(path: str | Path):

@@ -47,6 +47,7 @@ class FinetuneConfig:
     precision: Optional[str] = None
     parallel: Optional[bool] = None  # default: in parallel when several GPUs are visible
     gpus: Optional[list[int]] = None  # default: every visible GPU
+    jobs_per_gpu: int = 1  # fine-tuning jobs sharing each GPU at once (a small-batch job leaves it mostly idle)
     max_train_examples: Optional[int] = None  # caps for quick pipeline checks
     max_eval_examples: Optional[int] = None
     average_excludes: list[str] = field(default_factory=lambda: ["wnli"])  # as in BERT

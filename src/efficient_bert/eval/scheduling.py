@@ -84,19 +84,29 @@ def visible_gpus(cfg: FinetuneConfig) -> list[int]:
     return list(range(torch.cuda.device_count())) if cfg.device != "cpu" else []
 
 
-def run_parallel(jobs: list[FinetuneJob], source: DataSource, gpus: list[int]) -> dict[int, dict[str, Any]]:
-    """One subprocess per job, one job per GPU at a time; a job starts when its source is done."""
+def slots_of(gpus: list[int], jobs_per_gpu: int) -> list[int]:
+    """The GPU of every job slot: each GPU ``jobs_per_gpu`` times (small fine-tuning jobs leave a GPU
+    mostly idle, so several share one)."""
+    if jobs_per_gpu < 1:
+        raise ConfigError(f"jobs_per_gpu must be at least 1, got {jobs_per_gpu}")
+    return [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
+
+
+def run_parallel(jobs: list[FinetuneJob], source: DataSource, slots: list[int]) -> dict[int, dict[str, Any]]:
+    """One subprocess per job, one job per slot at a time (``slots`` holds each slot's GPU; a GPU may
+    appear several times); a job starts when its source is done."""
     results: dict[int, dict[str, Any]] = {}
     pending = list(range(len(jobs)))
-    running: dict[int, tuple[subprocess.Popen, int]] = {}  # gpu -> (process, job index)
+    running: dict[int, tuple[subprocess.Popen, int]] = {}  # slot -> (process, job index)
     model_of = {model_dir(j): i for i, j in enumerate(jobs) if j.save_model}
     needs = {i: model_of.get(j.checkpoint) for i, j in enumerate(jobs)}
     source_file = Path(jobs[0].out_dir).parents[1] / "source.json"
     source_file.write_text(json.dumps(asdict(source)))
+    threads = str(max(1, (os.cpu_count() or 1) // len(slots)))  # the host's cores, shared among the slots
     while pending or running:
-        for gpu, (proc, i) in list(running.items()):
+        for slot, (proc, i) in list(running.items()):
             if proc.poll() is not None:
-                del running[gpu]
+                del running[slot]
                 where = f"{jobs[i].out_dir}/log.txt" + (" and the terminal" if jobs[i].progress_bar else "")
                 results[i] = finished(jobs[i]) or {"task": jobs[i].task, "seed": jobs[i].seed,
                                                    "error": f"exit code {proc.returncode}; see {where}"}
@@ -106,22 +116,21 @@ def run_parallel(jobs: list[FinetuneJob], source: DataSource, gpus: list[int]) -
                 pending.remove(i)
                 results[i] = {"task": jobs[i].task, "seed": jobs[i].seed,
                               "error": f"its source {jobs[dep].task} failed"}
-        free = [g for g in gpus if g not in running]
-        for gpu in free:
+        for slot in [s for s in range(len(slots)) if s not in running]:
             ready = next((i for i in pending if needs[i] is None or needs[i] in results), None)
             if ready is None:
                 break
             pending.remove(ready)
-            job = replace(jobs[ready], progress_position=gpus.index(gpu))
+            job = replace(jobs[ready], progress_position=slot)
             out = Path(job.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "job.json").write_text(json.dumps(job.to_json()))
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(slots[slot]), "OMP_NUM_THREADS": threads}
             log = open(out / "log.txt", "w")
             proc = subprocess.Popen([sys.executable, "-m", "efficient_bert.eval.finetune", str(out / "job.json"),
                                      str(source_file)], env=env, stdout=log, stderr=subprocess.STDOUT
                                     if not job.progress_bar else None)
-            running[gpu] = (proc, ready)
+            running[slot] = (proc, ready)
         time.sleep(0.5)
     return results
 

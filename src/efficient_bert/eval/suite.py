@@ -3,8 +3,9 @@
     efficient-bert finetune yamls/finetune/glue.yaml checkpoint=runs/demo-run/hf glue_dir=data/glue
 
 Jobs are (task, seed) pairs. A task that starts from another (RTE, MRPC and STS-B from MNLI) waits
-for that task's first seed, whose fine-tuned model is kept. With several GPUs the jobs run in
-parallel, one process per GPU, each with its own progress bar; otherwise one after another.
+for that task's first seed, whose fine-tuned model is kept. With several GPUs, or ``jobs_per_gpu``
+above 1, the jobs run in parallel, one process per slot (each GPU ``jobs_per_gpu`` times), each with
+its own progress bar; otherwise one after another.
 Results: ``<results_dir>/<task>/seed-<s>/result.json`` per job, then ``results.json`` and
 ``results.md`` with the median over seeds per metric and the benchmark averages.
 """
@@ -18,7 +19,8 @@ from typing import Any, Optional, Sequence
 
 from efficient_bert.eval.finetune_config import FinetuneConfig, load_finetune_config, source_of
 from efficient_bert.eval.readers import TaskDataError
-from efficient_bert.eval.scheduling import check_inputs, finished, plan, run_parallel, run_serial, visible_gpus
+from efficient_bert.eval.scheduling import (check_inputs, finished, plan, run_parallel, run_serial, slots_of,
+                                           visible_gpus)
 from efficient_bert.eval.summary import summarize, to_markdown
 from efficient_bert.registry import ConfigError
 
@@ -31,13 +33,14 @@ def run_suite(cfg: FinetuneConfig) -> dict[str, Any]:
     done = {i: r for i, j in enumerate(jobs) if cfg.resume and (r := finished(j)) is not None}
     todo = [j for i, j in enumerate(jobs) if i not in done]
     gpus = visible_gpus(cfg)
-    parallel = cfg.parallel if cfg.parallel is not None else len(gpus) > 1
-    print(f"[efficient-bert] {len(jobs)} fine-tuning jobs ({len(done)} already done), "
-          f"{'in parallel on GPUs ' + ','.join(map(str, gpus)) if parallel and todo else 'one at a time'}",
+    slots = slots_of(gpus, cfg.jobs_per_gpu)
+    parallel = cfg.parallel if cfg.parallel is not None else len(slots) > 1
+    where = f"{len(slots)} at a time on GPUs {','.join(map(str, gpus))}" if parallel and slots else "one at a time"
+    print(f"[efficient-bert] {len(jobs)} fine-tuning jobs ({len(done)} already done), {where if todo else ''}",
           file=sys.stderr)
     source = source_of(cfg)
     if todo:
-        ran = run_parallel(todo, source, gpus) if parallel else run_serial(todo, source)
+        ran = run_parallel(todo, source, slots) if parallel and slots else run_serial(todo, source)
         fresh = iter(ran[k] for k in sorted(ran))
         results = [done[i] if i in done else next(fresh) for i in range(len(jobs))]
     else:

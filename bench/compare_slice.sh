@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One GPU slice of the methods table (docs/compare.md): check the install, prepare the data the same way
+# every time, run `efficient-bert compare run` within a time limit, and pack the records.
+#
+#   bench/compare_slice.sh CORPUS GLUE MINUTES [compare run arguments ...]
+#
+# CORPUS: a folder of .jsonl.zst/.json.gz files whose names contain "train" or "validation" (the
+# tokenizer is trained on the train files); GLUE: the GLUE task folders. The tokenizer, the shards and
+# every run go under $WORK (default runs/slice) and are reused by the next slice on the same machine;
+# the records go to results/compare (commit them). With $OUT set, records.tgz and slice.log land there.
+# Example, the first rows of the 3-minute table:
+#   bench/compare_slice.sh /data/enwiki /data/glue 25 --hours 0.05 --methods baseline layer-stacking
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 3 ] || { sed -n '2,13p' "$0"; exit 2; }
+corpus=$1 glue=$2 minutes=$3; shift 3
+work=${WORK:-runs/slice}
+out=${OUT:-}
+start=$(date +%s)
+log() { echo "[slice $(( $(date +%s) - start ))s] $*"; }
+
+python - <<'PY'
+import torch, triton, composer, streaming, efficient_bert
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"[slice] {gpu}; torch {torch.__version__}, triton {triton.__version__}, composer {composer.__version__}")
+PY
+
+mkdir -p "$work"
+if [ ! -f "$work/tok/tokenizer.json" ]; then
+  log "tokenizer (30,522 WordPiece ids, deterministic) on the train files of $corpus"
+  python -m efficient_bert.cli train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$work/tok"
+fi
+if [ ! -f "$work/mds/validation/index.json" ]; then
+  log "shards: rows of 128 tokens"
+  rm -rf "$work/mds"
+  python convert_c4.py --in_root "$corpus" --out_root "$work/mds" --splits train validation \
+    --tokenizer "$work/tok" --concat_tokens 128 --num_workers "$(nproc)"
+fi
+
+log "compare, at most $minutes minutes"
+status=0
+python -m efficient_bert.cli compare run --records results/compare --out "$work/compare" --data "$work/mds" \
+  --tokenizer "$work/tok" --glue-dir "$glue" --time-limit "$minutes" "$@" || status=$?
+log "compare exited $status"
+if [ -n "$out" ]; then
+  tar czf "$out/records.tgz" results/compare
+  log "records packed into $out/records.tgz"
+fi
+exit $status
