@@ -7,7 +7,8 @@
 # CORPUS: a folder of .jsonl.zst/.json.gz files whose names contain "train" or "validation" (the
 # tokenizer is trained on the train files); GLUE: the GLUE task folders. The tokenizer, the shards and
 # every run go under $WORK (default runs/slice) and are reused by the next slice on the same machine;
-# the records go to results/compare (commit them). With $OUT set, records.tgz and slice.log land there.
+# the records go to $RECORDS (default results/compare: commit them). With $OUT set, a tarball of the
+# records (records.tgz, unpacked into results/compare) lands there.
 # Example, the first rows of the 3-minute table:
 #   bench/compare_slice.sh /data/enwiki /data/glue 25 --hours 0.05 --methods baseline layer-stacking
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 [ $# -ge 3 ] || { sed -n '2,13p' "$0"; exit 2; }
 corpus=$1 glue=$2 minutes=$3; shift 3
 work=${WORK:-runs/slice}
+records=${RECORDS:-results/compare}
 out=${OUT:-}
 start=$(date +%s)
 log() { echo "[slice $(( $(date +%s) - start ))s] $*"; }
@@ -39,11 +41,11 @@ fi
 
 log "compare, at most $minutes minutes"
 status=0
-python -m efficient_bert.cli compare run --records results/compare --out "$work/compare" --data "$work/mds" \
+python -m efficient_bert.cli compare run --records "$records" --out "$work/compare" --data "$work/mds" \
   --tokenizer "$work/tok" --glue-dir "$glue" --time-limit "$minutes" "$@" || status=$?
 log "compare exited $status"
 if [ -n "$out" ]; then
-  tar czf "$out/records.tgz" results/compare
+  tar czf "$out/records.tgz" -C "$records" .
   log "records packed into $out/records.tgz"
 fi
 exit $status
