@@ -4,16 +4,17 @@
 #
 #   bench/compare_slice.sh CORPUS GLUE MINUTES [compare run arguments ...]
 #
-# CORPUS: a folder of .jsonl.zst/.json.gz files whose names contain "train" or "validation" (the
-# tokenizer is trained on the train files); GLUE: the GLUE task folders. The tokenizer, the shards and
-# every run go under $WORK (default runs/slice) and are reused by the next slice on the same machine;
-# the records go to $RECORDS (default results/compare: commit them). With $OUT set, a tarball of the
-# records (records.tgz, unpacked into results/compare) lands there.
-# Example, the first rows of the 3-minute table:
-#   bench/compare_slice.sh /data/enwiki /data/glue 25 --hours 0.05 --methods baseline layer-stacking
+# CORPUS: a folder of .jsonl.zst/.json.gz files whose names contain "train" or "validation"; GLUE: the
+# GLUE task folders. The tokenizer is $TOKENIZER (results/compare/tokenizer holds the one the committed
+# records were trained with), or one trained on the train files. The shards and every run go under $WORK
+# (default runs/slice) and are reused by the next slice on the same machine; the records go to $RECORDS
+# (default results/compare: commit them). With $OUT set, records.tgz (the records folder) lands there.
+# Example, the next rows of the 3-minute table:
+#   TOKENIZER=results/compare/tokenizer bench/compare_slice.sh /data/enwiki /data/glue 25 --hours 0.05 \
+#       --methods baseline layer-stacking layer-drop
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 3 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,15p' "$0"; exit 2; }
 corpus=$1 glue=$2 minutes=$3; shift 3
 work=${WORK:-runs/slice}
 records=${RECORDS:-results/compare}
@@ -28,21 +29,22 @@ print(f"[slice] {gpu}; torch {torch.__version__}, triton {triton.__version__}, c
 PY
 
 mkdir -p "$work"
-if [ ! -f "$work/tok/tokenizer.json" ]; then
-  log "tokenizer (30,522 WordPiece ids, deterministic) on the train files of $corpus"
-  python -m efficient_bert.cli train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$work/tok"
+tok=${TOKENIZER:-$work/tok}
+if [ ! -f "$tok/tokenizer.json" ]; then
+  log "tokenizer: 30,522 WordPiece ids from the train files of $corpus"
+  python -m efficient_bert.cli train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$tok"
 fi
 if [ ! -f "$work/mds/validation/index.json" ]; then
   log "shards: rows of 128 tokens"
   rm -rf "$work/mds"
   python convert_c4.py --in_root "$corpus" --out_root "$work/mds" --splits train validation \
-    --tokenizer "$work/tok" --concat_tokens 128 --num_workers "$(nproc)"
+    --tokenizer "$tok" --concat_tokens 128 --num_workers "$(nproc)"
 fi
 
 log "compare, at most $minutes minutes"
 status=0
 python -m efficient_bert.cli compare run --records "$records" --out "$work/compare" --data "$work/mds" \
-  --tokenizer "$work/tok" --glue-dir "$glue" --time-limit "$minutes" "$@" || status=$?
+  --tokenizer "$tok" --glue-dir "$glue" --time-limit "$minutes" "$@" || status=$?
 log "compare exited $status"
 if [ -n "$out" ]; then
   tar czf "$out/records.tgz" -C "$records" .

@@ -110,16 +110,21 @@ def test_sophia_hessian_updates_the_estimate_on_its_schedule_only(tokenizer, loa
 
 
 @pytest.mark.parametrize("eval_mode", [True, False])
-def test_selective_backprop_scores_in_eval_mode_by_default_and_refuses_sample_durations(tokenizer, loader, eval_mode):
+def test_selective_backprop_scores_in_eval_mode_by_default_and_counts_trained_samples(tokenizer, loader, eval_mode):
     model = tiny_hf_bert(tokenizer)  # BERT's dropout 0.1: train-mode scores would be noisy
     scoring_modes = []
     model.model.register_forward_pre_hook(
         lambda module, args: None if torch.is_grad_enabled() else scoring_modes.append(module.training))
     fit(model, loader(16), [SelectiveBackprop(train_batch_size=8, score_in_eval_mode=eval_mode)], batches=3)
     assert scoring_modes == [not eval_mode] * 3 and model.training  # the model trains in train mode again
-    if eval_mode:
-        with pytest.raises(ValueError, match="selective backprop skips rows that Composer counts as samples"):
-            Trainer(model=model, train_dataloader=loader(16), max_duration="96sp", device="cpu",
+    if eval_mode:  # 96 samples at 8 trained rows a step: 12 steps, of pools of 16 rows
+        trainer = Trainer(model=model, train_dataloader=loader(16), max_duration="96sp", device="cpu",
+                          algorithms=[SelectiveBackprop(train_batch_size=8)], progress_bar=False)
+        trainer.fit()
+        assert int(trainer.state.timestamp.batch) == 12 and int(trainer.state.timestamp.sample) == 12 * 16
+        with pytest.raises(ValueError, match="skips rows that Composer counts as tokens, so a max_duration of "
+                                             "6144tok would train less than it says: give max_duration in batches"):
+            Trainer(model=model, train_dataloader=loader(16), max_duration="6144tok", device="cpu",
                     algorithms=[SelectiveBackprop(train_batch_size=8)], progress_bar=False).fit()
 
 

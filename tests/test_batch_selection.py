@@ -120,6 +120,21 @@ def test_irreducible_loss_file_round_trip_and_missing_ids(tmp_path):
         IrreducibleLosses.load(tmp_path / "bad.npz")
 
 
+def test_irreducible_losses_per_epoch_of_masks(tmp_path):
+    """Epoch e's losses under epoch e's masks; after the epochs the file covers, their mean."""
+    epochs = [IrreducibleLosses([4, 1], [1.0, 2.0]), IrreducibleLosses([1, 4], [5.0, 3.0])]
+    losses = IrreducibleLosses.of_epochs(epochs, {"mask_seed": 17, "mlm_probability": 0.3})
+    loaded = IrreducibleLosses.load(losses.save(tmp_path / "il.npz"))
+    ids = torch.tensor([1, 4])
+    assert loaded.epochs == 2 and len(loaded) == 2
+    assert loaded.lookup(ids, 0).tolist() == [2.0, 1.0] and loaded.lookup(ids, 1).tolist() == [5.0, 3.0]
+    assert loaded.lookup(ids, 7).tolist() == [3.5, 2.0]
+    loaded.check_masks(17, 0.3)
+    with pytest.raises(ValueError, match=r"under the masks of seed 17 at 0.3 and this run masks with seed 18 at 0.3: "
+                                         r"extract them with `efficient-bert extract-il --seed 18"):
+        loaded.check_masks(18, 0.3)
+
+
 class TrainedRows(Callback):
     """What each training step actually trains: its rows and sample ids."""
 
@@ -155,10 +170,11 @@ def test_selective_backprop_in_the_trainer_batch_size_budget_and_workers(tmp_pat
     from efficient_bert.callbacks.trained_counts import TrainedCounts
 
     runs = []
-    for count, workers in ((False, 2), (True, 2)):
+    # the first run gives its duration in samples, as mosaic-bert-base.yaml does: 48 trained rows are 6 steps
+    for count, workers, duration in ((False, 2, "48sp"), (True, 2, "6ba")):
         run, rows = build(tmp_path / str(count), tokenizer_dir, token_mds, "budget.hours=1",
                           f"budget.count_extra_forwards={str(count).lower()}", f"train_loader.num_workers={workers}",
-                          methods=["selective-backprop.yaml"])
+                          f"max_duration={duration}", methods=["selective-backprop.yaml"])
         assert run.trainer.state.train_dataloader.batch_size == 16  # pool: (beta + 1) x 8 candidates
         run.fit()
         budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
@@ -199,9 +215,12 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
     out = tmp_path / "il.npz"
     assert extract_il(["--model", str(next(il_run.glob("*ba4-rank0.pt"))), "--tokenizer", str(tokenizer_dir),
                        "--data_local", str(mds), "--split", "train", "--out", str(out), "--max_seq_len", "64",
-                       "--batch_size", "64"]) == 0
+                       "--batch_size", "64", "--seed", "17", "--epochs", "2"]) == 0
     il = IrreducibleLosses.load(out)
-    assert len(il) == reports[0].rows and il.meta["split"] == "train"
+    assert len(il) == reports[0].rows and il.meta["split"] == "train" and il.meta["mask_seed"] == 17
+    # two epochs of the run's masks: every sample's loss differs between them (another mask)
+    ids = torch.arange(len(il))
+    assert il.epochs == 2 and bool((il.lookup(ids, 0) != il.lookup(ids, 1)).all())
 
     # step 3: train on the top reducible losses of each mega-batch
     run, rows = build(tmp_path / "rho", tokenizer_dir, mds, f"variables.il_losses={out}",
@@ -216,6 +235,12 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
     run, _ = build(tmp_path / "bad", tokenizer_dir, mds, f"variables.il_losses={partial}",
                    "algorithms.rho_loss.mega_batch_size=32", methods=["rho-loss.yaml"])
     with pytest.raises(LookupError, match=f"training samples .* have no irreducible loss in {partial}"):
+        run.fit()
+    run.close()
+    # and so is one extracted under another run's masks
+    run, _ = build(tmp_path / "seed", tokenizer_dir, mds, f"variables.il_losses={out}", "seed=18",
+                   "algorithms.rho_loss.mega_batch_size=32", methods=["rho-loss.yaml"])
+    with pytest.raises(ValueError, match="masks with seed 18 at 0.3: extract them with"):
         run.fit()
     run.close()
 

@@ -25,3 +25,17 @@ def test_refuses_to_overwrite_and_missing_dir_is_a_clear_error(tokenizer_dir, tm
     with pytest.raises(ConfigError, match="^tokenizer.path: tokenizer directory not found: "), \
             config_errors("tokenizer.path"):  # what a run's config layer makes of it
         load_tokenizer(tmp_path / "nope")
+
+
+def test_the_same_vocabulary_always_gets_the_same_ids(tokenizer, tmp_path):
+    """Ids in canonical order: the specials, then code-point order; a second training on the same
+    text gives the same ids and the same vocabulary digest."""
+    from conftest import sample_documents
+    from efficient_bert.data.tokenizer import vocabulary_digest
+
+    vocab = tokenizer.get_vocab()
+    ordered = sorted(vocab, key=vocab.__getitem__)
+    assert ordered[:5] == SPECIAL_TOKENS and ordered[5:] == sorted(ordered[5:])
+    again = train_wordpiece(sample_documents("train"), tmp_path / "again", vocab_size=2000)
+    assert again.get_vocab() == vocab and vocabulary_digest(again) == vocabulary_digest(tokenizer)
+    assert again("The European lobster is blue.")["input_ids"] == tokenizer("The European lobster is blue.")["input_ids"]

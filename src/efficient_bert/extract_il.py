@@ -4,8 +4,10 @@
         --data_local runs/mds --split train --out runs/il_losses.npz
 
 The model is an HF export folder or a Composer checkpoint (ours or HF BERT). Samples are read in
-order, masked with a fixed seed, and their losses stored by ``sample_id`` for
-:class:`~efficient_bert.algorithms.RHOLoss`.
+order and masked as the RHO-loss run will mask them: with its mask seed (``--seed``, the run's seed
+unless it sets ``train_loader.dataset.mask_seed``) and masking rate, in each of its first
+``--epochs`` epochs; their losses are stored by ``sample_id`` and epoch for
+:class:`~efficient_bert.algorithms.RHOLoss`. Each epoch costs one forward pass over the data.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--max_seq_len", type=int, default=128)
     p.add_argument("--mlm_probability", type=float, default=0.30)
     p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=17, help="masking seed")
+    p.add_argument("--seed", type=int, default=17, help="the training run's mask seed (default 17, the recipes' seed)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of training masks to compute losses under")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     args = p.parse_args(argv)
     if Path(args.out).exists():
@@ -37,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from efficient_bert.algorithms.rho_loss import extract_irreducible_losses
+    from efficient_bert.algorithms.rho_loss import IrreducibleLosses, extract_irreducible_losses
     from efficient_bert.data.mlm_collator import MLMCollator
     from efficient_bert.data.text_dataset import StreamingTextDataset
     from efficient_bert.data.tokenizer import load_tokenizer
@@ -52,15 +55,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    collator = MLMCollator(tokenizer, args.mlm_probability, seed=args.seed, vary_by_epoch=False)
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collator, num_workers=0)
+    collator = MLMCollator(tokenizer, args.mlm_probability, seed=args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     meta = {"model": str(args.model), "data": str(args.data_local), "split": args.split,
-            "mlm_probability": args.mlm_probability, "seed": args.seed, "max_seq_len": args.max_seq_len}
+            "mlm_probability": args.mlm_probability, "mask_seed": args.seed, "epochs": args.epochs,
+            "max_seq_len": args.max_seq_len}
+    per_epoch = []
     with dataset:
-        losses = extract_irreducible_losses(model, loader, device, meta, total=dataset.num_samples)
+        for epoch in range(args.epochs):
+            def masked_as_in(examples, epoch=epoch):  # the masks the run draws in this epoch
+                return collator([{**example, "epoch": epoch} for example in examples])
+
+            loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=masked_as_in, num_workers=0)
+            per_epoch.append(extract_irreducible_losses(model, loader, device, total=dataset.num_samples))
+    losses = IrreducibleLosses.of_epochs(per_epoch, meta)
     losses.save(args.out)
-    print(f"[efficient-bert] {len(losses)} irreducible losses written to {args.out}")
+    print(f"[efficient-bert] irreducible losses of {len(losses)} samples under {args.epochs} epoch(s) of masks "
+          f"written to {args.out}")
     return 0
 
 

@@ -7,16 +7,20 @@ same rows of every entry.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from composer.core import State, TimeUnit
+from composer.core import State, Time, TimeUnit
 from composer.core.precision import get_precision_context
 from composer.utils import dist
+from torch.optim.lr_scheduler import LambdaLR
 
 from efficient_bert.budget import extra_forward
 from efficient_bert.data.mlm_collator import batch_rows
+
+log = logging.getLogger(__name__)
 
 PAD_VALUES = {"labels": -100}  # padding for other entries is 0: attention_mask 0 hides it from the model
 
@@ -138,8 +142,31 @@ def refuse_row_counted_duration(state: State, method: str) -> None:
     if unit in (TimeUnit.SAMPLE, TimeUnit.TOKEN):
         counted = "samples" if unit == TimeUnit.SAMPLE else "tokens"
         raise ValueError(f"{method} skips rows that Composer counts as {counted}, so a max_duration of "
-                         f"{state.max_duration} would train less than it says: give it in batches or epochs, or "
-                         "set a training budget")
+                         f"{state.max_duration} would train less than it says: give max_duration in batches "
+                         "(e.g. max_duration=10000ba) or epochs")
+
+
+def trained_samples_to_batches(state: State, train_batch_size: int, method: str) -> None:
+    """A selection method trains ``train_batch_size`` rows a step of all it draws, and Composer would
+    count the rows drawn against a ``max_duration`` in samples: such a duration becomes the number of
+    steps that train that many samples (so a recipe's ``286720000sp`` at batch 4096 trains 70,000
+    steps). A duration in tokens cannot be converted and is refused."""
+    duration = state.max_duration
+    if duration is None or duration.unit != TimeUnit.SAMPLE:
+        refuse_row_counted_duration(state, method)
+        return
+    steps = -(-int(duration.value) // train_batch_size)
+    state.max_duration = Time(steps, TimeUnit.BATCH)
+    # the schedulers set the first step's LR at the Trainer's construction, from the old duration
+    for scheduler in state.schedulers:
+        if isinstance(scheduler, LambdaLR):
+            lrs = [base * schedule(scheduler.last_epoch) for base, schedule in zip(scheduler.base_lrs,
+                                                                                   scheduler.lr_lambdas)]
+            for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            scheduler._last_lr = lrs
+    log.info("%s draws more rows than it trains: max_duration %s is %d steps of %d trained rows", method, duration,
+             steps, train_batch_size)
 
 
 def pool_and_train_rows(pool_size: int, train_batch_size: int, world_size: int) -> tuple[int, int]:

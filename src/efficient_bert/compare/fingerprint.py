@@ -98,7 +98,8 @@ def cost_table_inputs(path: str | Path, optimizer: str) -> dict[str, Any]:
 
 def split_digest(root: str | Path, split: str) -> dict[str, Any]:
     """The shards of one MDS split: their count, rows, and a hash of every shard's sha1 from ``index.json``
-    (the file's own hash when a shard has none)."""
+    (the file's own hash when a shard has none). The sha1 is of a shard's content before compression:
+    two builds of the compressor write different bytes for the same rows."""
     folder = Path(root) / split
     index_path = folder / "index.json"
     if not index_path.is_file():
@@ -106,9 +107,12 @@ def split_digest(root: str | Path, split: str) -> dict[str, Any]:
     shards = json.loads(index_path.read_text())["shards"]
     hashes = []
     for shard in shards:
-        data = shard.get("zip_data") or shard["raw_data"]
-        sha1 = (data.get("hashes") or {}).get("sha1") or file_digest(folder / data["basename"])
-        hashes.append([data["basename"], sha1])
+        raw = shard["raw_data"]
+        sha1 = (raw.get("hashes") or {}).get("sha1")
+        if sha1 is None:
+            stored = shard.get("zip_data") or raw
+            sha1 = file_digest(folder / stored["basename"])
+        hashes.append([raw["basename"], sha1])
     return {"shards": len(shards), "rows": sum(int(s.get("samples", 0)) for s in shards), "digest": digest(hashes)}
 
 

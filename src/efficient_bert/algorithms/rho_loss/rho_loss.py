@@ -18,53 +18,64 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, pool_and_train_rows,
-                                                       refuse_row_counted_duration, score_pool, select_rows,
-                                                       sequence_losses_from_logits, step_rows)
+from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, pool_and_train_rows, score_pool,
+                                                       select_rows, sequence_losses_from_logits, step_rows,
+                                                       trained_samples_to_batches)
 from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
 
 class IrreducibleLosses:
-    """Per-sample losses of the irreducible-loss model, looked up by the data layer's ``sample_id``.
+    """Per-sample losses of the irreducible-loss model, looked up by the data layer's ``sample_id``
+    and the epoch.
 
-    Stored as ``.npz`` with ``sample_id`` (int64), ``loss`` (float32) and ``meta`` (JSON: the model,
-    data, split and masking that produced them).
+    A sample's MLM loss depends on its mask, and a training run masks each sample afresh every epoch
+    (``(mask_seed, epoch, sample_id)``, :class:`~efficient_bert.data.MLMCollator`). So the losses are
+    kept per epoch: ``losses[e]`` under the masks the run draws in epoch ``e``, for the epochs the
+    file covers; a later epoch gets each sample's mean over them, its expected loss under a random
+    mask. Stored as ``.npz`` with ``sample_id`` (int64), ``loss`` (float32, epochs x samples) and
+    ``meta`` (JSON: the model, data, split, ``mask_seed`` and ``mlm_probability`` that produced them).
     """
 
     def __init__(self, sample_ids: np.ndarray, losses: np.ndarray, meta: Optional[dict[str, Any]] = None,
                  path: Optional[Union[str, Path]] = None):
         sample_ids = np.asarray(sample_ids, dtype=np.int64)
         losses = np.asarray(losses, dtype=np.float32)
-        if sample_ids.shape != losses.shape or sample_ids.ndim != 1:
-            raise ValueError(f"sample_id and loss must be 1-D and the same length, got {sample_ids.shape} "
-                             f"and {losses.shape}")
+        losses = losses[None] if losses.ndim == 1 else losses
+        if sample_ids.ndim != 1 or losses.ndim != 2 or losses.shape[1] != len(sample_ids):
+            raise ValueError(f"sample_id must be 1-D and loss (epochs, samples) of the same length, got "
+                             f"{sample_ids.shape} and {losses.shape}")
         if len(sample_ids) and sample_ids.min() < 0:
             raise ValueError("sample ids must be non-negative")
         self.meta = dict(meta or {})
         self.path = path
-        self.table = np.full(int(sample_ids.max()) + 1 if len(sample_ids) else 0, np.nan, dtype=np.float32)
-        self.table[sample_ids] = losses
+        self.table = np.full((len(losses), int(sample_ids.max()) + 1 if len(sample_ids) else 0), np.nan,
+                             dtype=np.float32)
+        self.table[:, sample_ids] = losses
+
+    @property
+    def epochs(self) -> int:
+        return len(self.table)
 
     def __len__(self) -> int:
-        return int(np.isfinite(self.table).sum())
+        return int(np.isfinite(self.table[0]).sum())
 
     def save(self, path: Union[str, Path]) -> Path:
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"{path} exists; choose another output or remove it first")
         path.parent.mkdir(parents=True, exist_ok=True)
-        ids = np.nonzero(np.isfinite(self.table))[0]
+        ids = np.nonzero(np.isfinite(self.table[0]))[0]
         with open(path, "wb") as f:  # a file object: np.savez would append .npz to a bare name
-            np.savez(f, sample_id=ids.astype(np.int64), loss=self.table[ids], meta=np.array(json.dumps(self.meta)))
+            np.savez(f, sample_id=ids.astype(np.int64), loss=self.table[:, ids], meta=np.array(json.dumps(self.meta)))
         return path
 
     @classmethod
@@ -80,23 +91,44 @@ class IrreducibleLosses:
             raise ValueError(f"{path} is not an irreducible-loss file written by `efficient-bert extract-il` "
                              f"({exc})") from exc
 
+    @classmethod
+    def of_epochs(cls, epochs: Sequence["IrreducibleLosses"], meta: Optional[dict[str, Any]] = None
+                  ) -> "IrreducibleLosses":
+        """One file from single-epoch losses of the same samples, in epoch order."""
+        ids = np.nonzero(np.isfinite(epochs[0].table[0]))[0]
+        if any(e.missing(ids) or len(e) != len(ids) for e in epochs):
+            raise ValueError("every epoch's losses must cover the same samples")
+        return cls(ids, np.stack([e.table[0, ids] for e in epochs]), meta)
+
     def missing(self, sample_ids: Iterable[int]) -> list[int]:
         ids = np.asarray(list(sample_ids), dtype=np.int64)
-        inside = ids < len(self.table)
+        inside = ids < self.table.shape[1]
         found = np.zeros(len(ids), dtype=bool)
-        found[inside] = np.isfinite(self.table[ids[inside]])
+        found[inside] = np.isfinite(self.table[0, ids[inside]])
         return ids[~found].tolist()
 
-    def lookup(self, sample_ids: torch.Tensor) -> torch.Tensor:
-        """The losses of ``sample_ids``; a clear error when any id is not in the file."""
+    def lookup(self, sample_ids: torch.Tensor, epoch: int = 0) -> torch.Tensor:
+        """The losses of ``sample_ids`` under epoch ``epoch``'s masks (beyond the file's epochs, their
+        mean over them); a clear error when any id is not in the file."""
         ids = sample_ids.detach().cpu().numpy().astype(np.int64)
         missing = self.missing(ids)
         if missing:
             shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
             raise LookupError(f"sample id(s) {shown} have no irreducible loss in {self.path or 'the IL table'} "
-                           f"({len(self)} samples, made from {self.meta.get('data', '?')} split "
-                           f"{self.meta.get('split', '?')}): extract the losses for the data this run trains on")
-        return torch.from_numpy(self.table[ids].copy())
+                              f"({len(self)} samples, made from {self.meta.get('data', '?')} split "
+                              f"{self.meta.get('split', '?')}): extract the losses for the data this run trains on")
+        losses = self.table[epoch, ids] if epoch < self.epochs else self.table[:, ids].mean(axis=0)
+        return torch.from_numpy(np.array(losses, dtype=np.float32))
+
+    def check_masks(self, mask_seed: int, mlm_probability: float) -> None:
+        """Refuse losses computed under other masks than the run's (an older file without the masking
+        recorded is accepted)."""
+        seed, probability = self.meta.get("mask_seed"), self.meta.get("mlm_probability")
+        if seed is not None and (int(seed) != mask_seed or abs(float(probability) - mlm_probability) > 1e-9):
+            raise ValueError(f"{self.path or 'the irreducible losses'} were computed under the masks of seed {seed} "
+                             f"at {probability} and this run masks with seed {mask_seed} at {mlm_probability}: "
+                             f"extract them with `efficient-bert extract-il --seed {mask_seed} --mlm_probability "
+                             f"{mlm_probability}`")
 
 
 @torch.no_grad()
@@ -143,18 +175,22 @@ class RHOLoss(Algorithm, DrawsCandidatePool):
     loss are trained.
 
     Sizes are global; each rank selects from its own share. The scoring forward is an extra forward
-    of the training budget (``budget.count_extra_forwards``). The IL losses were computed under a
-    fixed masking and the training loss under this step's: their difference is a noisy estimate,
-    as in NoTrainNoGain's MLM setting.
+    of the training budget (``budget.count_extra_forwards``) and runs in eval mode (no dropout), as
+    the IL model's losses were computed; ``score_in_eval_mode=False`` scores in train mode. The IL
+    loss of a candidate is the one under the same mask as its training loss, for the epochs the file
+    covers (:class:`IrreducibleLosses`): the file must be extracted with the run's mask seed and
+    masking rate, which the algorithm checks when training starts.
     """
 
     def __init__(self, train_batch_size: int, il_losses: Union[str, Path, IrreducibleLosses],
-                 mega_batch_size: Optional[int] = None, score_batch_size: Optional[int] = None):
+                 mega_batch_size: Optional[int] = None, score_batch_size: Optional[int] = None,
+                 score_in_eval_mode: bool = True):
         self.train_batch_size = int(train_batch_size)
         self.pool_size = int(mega_batch_size) if mega_batch_size is not None else 2 * self.train_batch_size
         pool_and_train_rows(self.pool_size, self.train_batch_size, 1)  # checks the sizes
         self.il = il_losses if isinstance(il_losses, IrreducibleLosses) else IrreducibleLosses.load(il_losses)
         self.score_batch_size = score_batch_size
+        self.score_in_eval_mode = score_in_eval_mode
 
     def __repr__(self) -> str:
         return (f"RHOLoss(train_batch_size={self.train_batch_size}, mega_batch_size={self.pool_size}, "
@@ -165,15 +201,18 @@ class RHOLoss(Algorithm, DrawsCandidatePool):
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:
-            refuse_row_counted_duration(state, "RHO-loss")
+            trained_samples_to_batches(state, self.train_batch_size, "RHO-loss")
             self._check_coverage(state)
+            collator = getattr(state.train_dataloader, "collate_fn", None)
+            if hasattr(collator, "seed") and hasattr(collator, "mlm_probability"):
+                self.il.check_masks(collator.seed, collator.mlm_probability)
             return
         _, train_rows = step_rows(state, self.pool_size, self.train_batch_size, "RHO-loss", "mega_batch_size")
         if "sample_id" not in state.batch:
             raise ValueError("RHO-loss needs a sample_id in every batch (StreamingTextDataset and MLMCollator "
                              "provide it); this dataloader's batches have none")
-        irreducible = self.il.lookup(state.batch["sample_id"])
-        train_losses = score_pool(state, self.score_batch_size)
+        irreducible = self.il.lookup(state.batch["sample_id"], int(state.timestamp.epoch))
+        train_losses = score_pool(state, self.score_batch_size, self.score_in_eval_mode)
         state.batch, reducible = apply_rho_loss(state.batch, train_losses, irreducible, train_rows)
         logger.log_metrics({"rho_loss/mean_reducible_selected": float(reducible.topk(train_rows).values.mean()),
                             "rho_loss/mean_reducible_pool": float(reducible.mean())})

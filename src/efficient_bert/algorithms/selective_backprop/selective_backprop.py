@@ -21,8 +21,8 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, batch_rows, concat_rows,
-                                                       pool_and_train_rows, refuse_row_counted_duration, score_pool,
-                                                       select_rows, step_rows)
+                                                       pool_and_train_rows, score_pool, select_rows, step_rows,
+                                                       trained_samples_to_batches)
 from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ class SelectiveBackprop(Algorithm, DrawsCandidatePool):
     extra forward of the training budget (``budget.count_extra_forwards``). The selection happens
     at ``AFTER_DATALOADER``, before Composer splits the batch into microbatches. The scoring
     forward runs in eval mode (no dropout), as Jiang et al. score; ``score_in_eval_mode=False``
-    scores in train mode. A ``max_duration`` in samples or tokens is refused: Composer would count
-    the whole pool.
+    scores in train mode. Composer counts the whole pool as samples, so a ``max_duration`` in
+    samples becomes the steps that train that many rows, and one in tokens is refused.
     """
 
     def __init__(self, train_batch_size: int, beta: float = 1.0, pool_size: Optional[int] = None,
@@ -119,7 +119,7 @@ class SelectiveBackprop(Algorithm, DrawsCandidatePool):
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.FIT_START:
-            refuse_row_counted_duration(state, "selective backprop")
+            trained_samples_to_batches(state, self.train_batch_size, "selective backprop")
             return
         _, train_rows = step_rows(state, self.pool_size, self.train_batch_size, "selective backprop", "pool_size")
         losses = score_pool(state, self.score_batch_size, self.score_in_eval_mode)
