@@ -2,22 +2,24 @@
 # One GPU slice of the methods table (docs/compare.md): check the install, prepare the data the same way
 # every time, run `efficient-bert compare run` within a time limit, and pack the records.
 #
-#   bench/compare_slice.sh CORPUS GLUE MINUTES [compare run arguments ...]
+#   bench/compare_slice.sh CORPUS GLUE MINUTES [compare run arguments ...]      (from the repository root)
 #
 # CORPUS: a folder of .jsonl.zst/.json.gz files whose names contain "train" or "validation"; GLUE: the
 # GLUE task folders. The tokenizer is $TOKENIZER (results/compare/tokenizer holds the one the committed
 # records were trained with), or one trained on the train files. The shards and every run go under $WORK
 # (default runs/slice) and are reused by the next slice on the same machine; the records go to $RECORDS
 # (default results/compare: commit them). With $OUT set, records.tgz (the records folder) lands there.
+# Rows are $SEQ tokens (default 128, what the recipe and its cost table expect).
 # Example, the next rows of the 3-minute table:
 #   TOKENIZER=results/compare/tokenizer bench/compare_slice.sh /data/enwiki /data/glue 25 --hours 0.05 \
 #       --methods baseline layer-stacking layer-drop
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ $# -ge 3 ] || { sed -n '2,15p' "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ -f main.py ] && [ -d yamls ] || { echo "error: run it from the repository root (it reads yamls/)" >&2; exit 2; }
 corpus=$1 glue=$2 minutes=$3; shift 3
 work=${WORK:-runs/slice}
 records=${RECORDS:-results/compare}
+seq=${SEQ:-128}
 out=${OUT:-}
 start=$(date +%s)
 log() { echo "[slice $(( $(date +%s) - start ))s] $*"; }
@@ -35,10 +37,10 @@ if [ ! -f "$tok/tokenizer.json" ]; then
   python -m efficient_bert.cli train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$tok"
 fi
 if [ ! -f "$work/mds/validation/index.json" ]; then
-  log "shards: rows of 128 tokens"
+  log "shards: rows of $seq tokens"
   rm -rf "$work/mds"
   python convert_c4.py --in_root "$corpus" --out_root "$work/mds" --splits train validation \
-    --tokenizer "$tok" --concat_tokens 128 --num_workers "$(nproc)"
+    --tokenizer "$tok" --concat_tokens "$seq" --num_workers "$(nproc)"
 fi
 
 log "compare, at most $minutes minutes"
@@ -47,6 +49,7 @@ python -m efficient_bert.cli compare run --records "$records" --out "$work/compa
   --tokenizer "$tok" --glue-dir "$glue" --time-limit "$minutes" "$@" || status=$?
 log "compare exited $status"
 if [ -n "$out" ]; then
+  mkdir -p "$records"
   tar czf "$out/records.tgz" -C "$records" .
   log "records packed into $out/records.tgz"
 fi

@@ -3,7 +3,9 @@ fingerprint, reused only when it matches, a stale record shown and set aside, th
 table rebuilt from the records alone."""
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +80,29 @@ def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compa
     out = capsys.readouterr().out
     assert "left for a later slice: 0.02h/baseline-s17 (needs about" in out
     assert (tmp_path / "records" / "superseded" / "0.02h" / f"baseline-s17-{base['fingerprint']}.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_slice_prepares_the_data_runs_within_its_limit_and_packs_the_records(tmp_path, tokenizer_dir,
+                                                                                compare_args):
+    """bench/compare_slice.sh on the bundled sample: shards from the corpus, the rows, a tarball of records."""
+    import subprocess
+    import tarfile
+
+    options = dict(zip(compare_args[::2], compare_args[1::2]))
+    env = {**os.environ, "TOKENIZER": str(tokenizer_dir), "WORK": str(tmp_path / "slice"), "SEQ": "64",
+           "RECORDS": str(tmp_path / "records"), "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}"
+           f"{os.pathsep}{os.environ['PATH']}"}
+    passed = [a for key in ("--recipe", "--clock", "--yamls", "--glue-yaml", "--launcher") for a in (key, options[key])]
+    overrides = [a for i, a in enumerate(compare_args) if i and compare_args[i - 1] == "--override"]
+    done = subprocess.run(["bash", "bench/compare_slice.sh", str(ROOT / "data" / "sample"), str(ROOT / "data" / "glue"),
+                           "30", "--hours", "0.02", "--methods", "baseline", "--seeds", "17", "--method-seeds", "1",
+                           *passed, *(a for o in overrides for a in ("--override", o))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "shards: rows of 64 tokens" in done.stdout and "recorded: 0.02h/baseline-s17" in done.stdout
+    with tarfile.open(tmp_path / "records.tgz") as packed:
+        assert "./0.02h/baseline-s17.json" in packed.getnames()
 
 
 @pytest.mark.slow

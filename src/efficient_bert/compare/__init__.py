@@ -107,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if rows:
             out = Path(args.out) / "compare.md"
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(markdown(rows, out.parent / "compare", out.parent))
+            out.write_text(markdown(rows, out.parent / "compare", out.parent, args.records))
             print(out.read_text())
     return code
 
