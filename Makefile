@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-# The stamp is rebuilt whenever a requirement changes. Order matters: torch first from the pinned
-# local wheels, then the package (constrained to that torch so no step can fetch another one), then
-# Composer and streaming without their stale dependency pins.
+# The stamp is rebuilt whenever a requirement changes. Order matters: torch first (pinned), then the
+# package (constrained to that torch so no step can fetch another one), then Composer and streaming
+# without their stale dependency pins.
 $(VENV)/.installed: pyproject.toml requirements/torch.txt requirements/composer.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

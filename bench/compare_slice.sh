@@ -34,7 +34,7 @@ mkdir -p "$work"
 tok=${TOKENIZER:-$work/tok}
 if [ ! -f "$tok/tokenizer.json" ]; then
   log "tokenizer: 30,522 WordPiece ids from the train files of $corpus"
-  python -m efficient_bert.cli train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$tok"
+  python -m efficient_bert train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$tok"
 fi
 if [ ! -f "$work/mds/validation/index.json" ]; then
   log "shards: rows of $seq tokens"
@@ -45,7 +45,7 @@ fi
 
 log "compare, at most $minutes minutes"
 status=0
-python -m efficient_bert.cli compare run --records "$records" --out "$work/compare" --data "$work/mds" \
+python -m efficient_bert compare run --records "$records" --out "$work/compare" --data "$work/mds" \
   --tokenizer "$tok" --glue-dir "$glue" --time-limit "$minutes" "$@" || status=$?
 log "compare exited $status"
 if [ -n "$out" ]; then

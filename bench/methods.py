@@ -113,7 +113,7 @@ class Result:
 
 
 def optimizer_for(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    from efficient_bert.builders import OPTIMIZERS
+    from efficient_bert.pretrain.components import OPTIMIZERS
     from efficient_bert.optim import param_groups
 
     return OPTIMIZERS.build(name, {"lr": lr / 5 if name == "lion" else lr}, params=param_groups(model))

@@ -29,10 +29,10 @@ import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-from efficient_bert.experiments import RunResult, equal_footing, parse_run, run_config, single_process_launcher
-from efficient_bert.report import ReportError, report
+from efficient_bert.tools.experiments import RunResult, equal_footing, parse_run, run_config, single_process_launcher
+from efficient_bert.tools.report import ReportError, fmt, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,10 +41,6 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
     """What every run shares: data, tokenizer, budget and the fixed evaluation."""
     return equal_footing(args.data, args.tokenizer, args.hours, args.eval_mask_seed, args.eval_mlm_probability,
                          args.eval_batches) + list(args.override)
-
-
-def fmt(value: Any, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def table(results: Sequence[RunResult]) -> str:

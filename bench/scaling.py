@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def prepare_data(work: Path) -> tuple[Path, Path]:
     tok, mds = work / "tokenizer", work / "mds"
-    subprocess.run([sys.executable, "-m", "efficient_bert.cli", "train-tokenizer", "--in_root", "data/sample",
+    subprocess.run([sys.executable, "-m", "efficient_bert", "train-tokenizer", "--in_root", "data/sample",
                     "--vocab_size", "30522", "--out", str(tok)], cwd=ROOT, check=True)
     # the sample 8 times over (53k rows): no epoch boundary, with its loader restart, inside a timed run
     files = [str(p) for p in sorted((ROOT / "data" / "sample").glob("c4-train.*.json.gz"))] * 8

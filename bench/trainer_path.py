@@ -1,7 +1,7 @@
 """The training loop's cost: main.py's trainer against the same model and optimizer alone, in one process.
 
 For each named config (YAML files and key=value overrides, as main.py takes them), the run is built
-as main.py builds it (:func:`efficient_bert.builders.build_trainer`: MDS shards streamed through the
+as main.py builds it (:func:`efficient_bert.pretrain.build.build_trainer`: MDS shards streamed through the
 collator, the YAML's callbacks, loggers and algorithms), without its evaluation loader. Then:
 
 1. trainer: ``fit()`` for ``--warmup`` batches (compilation included), then ``--repeats`` timing
@@ -22,7 +22,7 @@ a user does:
         --run "hf=yamls/pretrain/mosaic-bert-budget.yaml yamls/pretrain/hf-bert-budget.yaml"
 
 ``--composer-loop NAME`` runs that config with Composer's device reads at every step, which
-:class:`efficient_bert.trainer.Trainer` and :class:`efficient_bert.callbacks.SpeedMonitor` skip in one
+:class:`efficient_bert.pretrain.trainer.Trainer` and :class:`efficient_bert.callbacks.SpeedMonitor` skip in one
 process: an A/B of what they cost.
 
 ``--profile NAME`` runs ``--profile-steps`` more batches of that run's trainer under the torch
@@ -58,7 +58,7 @@ from composer.loggers import Logger
 from efficient_bert.algorithms.batch_selection import select_rows
 from efficient_bert.data.dataloader import real_tokens
 from efficient_bert.data.mlm_collator import batch_rows
-from efficient_bert.experiments import parse_run
+from efficient_bert.tools.experiments import parse_run
 
 @dataclass
 class PathSpeed:
@@ -207,8 +207,8 @@ def time_model_only(state: State, batches: list[dict[str, Any]], microbatch: int
 
 def measure(name: str, args: list[str], data: str, tokenizer: str, warmup: int, steps: int, repeats: int,
             overrides: Sequence[str], profile_steps: int = 0, composer_loop: bool = False) -> Result:
-    from efficient_bert.builders import build_trainer
-    from efficient_bert.config import load_config
+    from efficient_bert.pretrain.build import build_trainer
+    from efficient_bert.pretrain.schema import load_config
 
     yamls = [a for a in args if "=" not in a]
     with tempfile.TemporaryDirectory(prefix=f"trainer-path-{name}-") as folder:

@@ -10,7 +10,7 @@ shift
 if [ -e "$run_dir" ]; then echo "error: $run_dir exists; choose a new RUN_DIR" >&2; exit 2; fi
 steps=${STEPS:-1000}
 glue_dir=${GLUE_DIR:?set GLUE_DIR to a folder in the GLUE layout (CoLA/, SST-2/, ...)}
-python -m efficient_bert.cli train-tokenizer --in_root data/sample --split train --vocab_size 16384 \
+python -m efficient_bert train-tokenizer --in_root data/sample --split train --vocab_size 16384 \
   --out "$run_dir/tokenizer"
 python convert_c4.py --in_root data/sample --out_root "$run_dir/mds" --splits train validation \
   --tokenizer "$run_dir/tokenizer" --concat_tokens 128
@@ -26,5 +26,5 @@ from_mnli=$([ -d "$glue_dir/MNLI" ] && echo "{}" || echo "{start_from: null}")
 tasks=$(for t in CoLA:cola SST-2:sst2 MRPC:mrpc STS-B:stsb QQP:qqp MNLI:mnli QNLI:qnli RTE:rte WNLI:wnli; do
   name=${t##*:}; options="{}"; case $name in (rte|mrpc|stsb) options=$from_mnli;; esac
   if [ -d "$glue_dir/${t%%:*}" ]; then printf '%s: %s, ' "$name" "$options"; fi; done)
-python -m efficient_bert.cli finetune yamls/finetune/glue.yaml checkpoint="$run_dir/checkpoints/hf" \
+python -m efficient_bert finetune yamls/finetune/glue.yaml checkpoint="$run_dir/checkpoints/hf" \
   glue_dir="$glue_dir" results_dir="$run_dir/glue" "tasks={${tasks%, }}" "$@"

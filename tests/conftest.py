@@ -12,6 +12,18 @@ from composer.core import Callback, Event
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
+TINY_YAML = ROOT / "yamls" / "tiny-cpu.yaml"
+
+
+def tiny_run(tokenizer_dir, data, *overrides, methods=()):
+    """A run of ``tiny-cpu.yaml`` with method YAMLs (``yamls/methods/<m>``) and ``key=value`` overrides on
+    the shards ``data``, built as main.py builds it; no evaluation before the first step."""
+    from efficient_bert.pretrain.build import build_trainer
+    from efficient_bert.pretrain.schema import load_config
+
+    yamls = [TINY_YAML, *(ROOT / "yamls" / "methods" / m for m in methods)]
+    return build_trainer(load_config(yamls, [f"tokenizer.path={tokenizer_dir}", f"variables.data={data}",
+                                             "eval_at_start=false", *overrides]))
 
 
 def sample_documents(split: str) -> list[str]:

@@ -129,7 +129,7 @@ def test_selective_backprop_scores_in_eval_mode_by_default_and_counts_trained_sa
 
 
 def test_rho_loss_mega_batch_defaults_to_twice_the_trained_batch(tmp_path):
-    from efficient_bert.builders import ALGORITHMS
+    from efficient_bert.pretrain.components import ALGORITHMS
 
     path = IrreducibleLosses(np.arange(10), np.zeros(10)).save(tmp_path / "il.npz")
     # the README's command: the Mosaic recipe with rho-loss.yaml and global_train_batch_size=512

@@ -4,7 +4,7 @@ import pytest
 import torch
 from composer.core import Callback, Event
 
-from conftest import ROOT, SAMPLE, mlm_batch, tiny_mosaic
+from conftest import ROOT, SAMPLE, mlm_batch, tiny_mosaic, tiny_run
 from efficient_bert.algorithms import IrreducibleLosses, apply_rho_loss, apply_selective_backprop, selection_probabilities
 from efficient_bert.algorithms.batch_selection import concat_rows, select_rows, sequence_losses_from_logits
 from efficient_bert.algorithms.selective_backprop import draw_selected, loss_percentiles
@@ -150,15 +150,8 @@ class TrainedRows(Callback):
 
 
 def build(tmp_path, tokenizer_dir, data, *overrides, methods=()):
-    from efficient_bert.builders import build_trainer
-    from efficient_bert.config import load_config
-
-    yamls = [ROOT / "yamls" / "tiny-cpu.yaml", *(ROOT / "yamls" / "methods" / m for m in methods)]
-    cfg = load_config(yamls, [
-        f"tokenizer.path={tokenizer_dir}", f"variables.data={data}", f"save_folder={tmp_path / 'ckpt'}",
-        "loggers.wandb=null", "callbacks.hf_export=null", "eval_at_start=false", "max_duration=6ba",
-        "eval_interval=1000ba", "save_interval=1000ba", "global_train_batch_size=8", *overrides])
-    run = build_trainer(cfg)
+    run = tiny_run(tokenizer_dir, data, f"save_folder={tmp_path / 'ckpt'}", "max_duration=6ba", "eval_interval=1000ba",
+                   "save_interval=1000ba", "global_train_batch_size=8", *overrides, methods=methods)
     rows = TrainedRows()
     run.trainer.state.callbacks.append(rows)
     return run, rows
@@ -195,8 +188,8 @@ def test_selective_backprop_in_the_trainer_batch_size_budget_and_workers(tmp_pat
 @pytest.mark.slow
 def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path, tokenizer_dir, capsys):
     from efficient_bert.data.convert import convert
-    from efficient_bert.extract_il import main as extract_il
-    from efficient_bert.train import main as train
+    from efficient_bert.algorithms.rho_loss.extract_il import main as extract_il
+    from efficient_bert.pretrain.main import main as train
 
     mds = tmp_path / "mds"
     reports = convert(["train", "validation"], str(mds), in_root=str(SAMPLE), tokenizer=str(tokenizer_dir),
@@ -209,7 +202,7 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
     il_run = tmp_path / "il"
     assert train([str(ROOT / "yamls" / "tiny-cpu.yaml"), str(ROOT / "yamls" / "methods" / "rho-il-model.yaml"),
                   f"tokenizer.path={tokenizer_dir}", f"variables.data={mds}", f"save_folder={il_run}",
-                  "loggers.wandb=null", "callbacks.hf_export=null", "eval_at_start=false", "max_duration=4ba",
+                  "eval_at_start=false", "max_duration=4ba",
                   "save_interval=4ba"]) == 0
     # step 2: its loss on every training sample, by sample id
     out = tmp_path / "il.npz"

@@ -25,14 +25,13 @@ def compare_args(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
     return ["--out", str(tmp_path / "work"), "--records", str(tmp_path / "records"), "--data", str(token_mds),
             "--tokenizer", str(tokenizer_dir), "--hours", "0.02", "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"),
             "--clock", str(clock), "--yamls", str(ROOT / "yamls"), "--glue-dir", str(ROOT / "data" / "glue"),
-            "--glue-yaml", str(glue), "--launcher", f"{sys.executable} -m", "--override", "loggers.wandb=null",
-            "--override", "eval_at_start=false", "--override", "scheduler={name: budget, curve: linear, warmup: 0.1}",
-            "--override", "eval_subset_num_batches=2"]
+            "--glue-yaml", str(glue), "--launcher", f"{sys.executable} -m", "--override", "eval_at_start=false",
+            "--override", "scheduler={name: budget, curve: linear, warmup: 0.1}", "--override", "eval_subset_num_batches=2"]
 
 
 @pytest.mark.slow
 def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compare_args, capsys):
-    from efficient_bert.compare import main
+    from efficient_bert.tools.compare import main
 
     run = ["run", *compare_args, "--seeds", "17", "18", "--method-seeds", "1", "--methods", "baseline",
            "layer-drop+lion"]
@@ -66,7 +65,7 @@ def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compa
     # the same command again: every row is reused, nothing trains
     assert main(run) == 0
     again = capsys.readouterr().out
-    assert again.count(": recorded ") == 3 and "[compare] GLUE" not in again and "efficient_bert.train" not in again
+    assert again.count(": recorded ") == 3 and "[compare] GLUE" not in again and "efficient_bert.pretrain " not in again
 
     # another learning rate: the records are stale; nothing trains, the differences are named
     stale = [*run, "--override", "optimizer.lr=1e-3"]
@@ -108,7 +107,7 @@ def test_a_slice_prepares_the_data_runs_within_its_limit_and_packs_the_records(t
 @pytest.mark.slow
 def test_compare_table_is_rebuilt_from_the_records(tmp_path):
     """The table, its verdicts and the plot from committed records alone (tests/data/compare)."""
-    from efficient_bert.compare import main
+    from efficient_bert.tools.compare import main
 
     out = tmp_path / "results.md"
     assert main(["table", "--records", str(ROOT / "tests" / "data" / "compare"), "--out", str(out)]) == 0
@@ -125,7 +124,7 @@ def test_compare_table_is_rebuilt_from_the_records(tmp_path):
 
 
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
-    from efficient_bert.compare import main
+    from efficient_bert.tools.compare import main
 
     base = ["run", "--out", str(tmp_path / "c"), "--records", str(tmp_path / "r"), "--data", str(token_mds),
             "--tokenizer", str(tmp_path), "--hours", "0.1", "--yamls", str(ROOT / "yamls"),

@@ -10,7 +10,7 @@ def simulate(methods: int, baseline_seeds: int, method_seeds: int, shift: float,
     """Tables of ``methods`` methods against a baseline, seed noise N(0, 1); the first method is shifted
     by ``shift`` standard deviations. Returns (tables where an unshifted method was called different,
     tables where the shifted one was called worse), as fractions."""
-    from efficient_bert.compare.verdict import NO_DIFFERENCE, WORSE, compare_with_baseline
+    from efficient_bert.tools.compare.verdict import NO_DIFFERENCE, WORSE, compare_with_baseline
 
     rng = random.Random(seed)
     false_calls = found = 0
@@ -45,7 +45,7 @@ def test_a_shift_of_four_seed_deviations_is_found_with_two_seeds_a_method():
 def test_p_values_and_holm_against_scipy():
     from scipy import stats
 
-    from efficient_bert.compare.verdict import holm, pooled_variance, t_two_sided_p
+    from efficient_bert.tools.compare.verdict import holm, pooled_variance, t_two_sided_p
 
     for t, df in [(0.5, 1), (2.0, 2), (4.303, 2), (1.0, 10), (3.0, 5), (10.0, 3), (2.5, 100)]:
         assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-9)
@@ -56,7 +56,7 @@ def test_p_values_and_holm_against_scipy():
 
 
 def test_without_a_second_seed_nothing_is_called():
-    from efficient_bert.compare.verdict import UNDECIDED, compare_with_baseline
+    from efficient_bert.tools.compare.verdict import UNDECIDED, compare_with_baseline
 
     verdicts = compare_with_baseline([3.0], {"lion": [2.0]})
     assert verdicts["lion"].verdict == UNDECIDED and verdicts["lion"].delta == -1.0 and verdicts["lion"].p is None

@@ -2,8 +2,8 @@ import textwrap
 
 import pytest
 
-from efficient_bert.config import load_config
-from efficient_bert.registry import ConfigError
+from efficient_bert.pretrain.schema import load_config
+from efficient_bert.errors import ConfigError
 
 BASE = """
 tokenizer: {path: tok}
@@ -52,7 +52,7 @@ def test_missing_required_key_and_file(tmp_path):
 def test_component_names_and_options_are_checked(tmp_path):
     import torch
 
-    from efficient_bert.builders import CALLBACKS, OPTIMIZERS
+    from efficient_bert.pretrain.components import CALLBACKS, OPTIMIZERS
     from efficient_bert.optim import param_groups
 
     params = param_groups(torch.nn.Linear(2, 2))
@@ -68,7 +68,7 @@ def test_component_names_and_options_are_checked(tmp_path):
 
 
 def test_a_component_error_names_its_key(tokenizer):
-    from efficient_bert.builders import MODELS
+    from efficient_bert.pretrain.components import MODELS
 
     with pytest.raises(ConfigError, match="^model.size: unknown size 'huge'; choose one of tiny, base, large$"):
         MODELS.build("mosaic_bert", {"size": "huge"}, where="model", tokenizer=tokenizer, max_seq_len=64)
@@ -91,7 +91,7 @@ def test_a_section_override_replaces_a_dotted_one_edits():
 def test_method_yamls_merge_onto_a_run_and_replace_named_sections(tmp_path):
     from conftest import ROOT
 
-    from efficient_bert.train import parse_args
+    from efficient_bert.pretrain.main import parse_args
 
     tiny, drop = ROOT / "yamls" / "tiny-cpu.yaml", ROOT / "yamls" / "methods" / "layer-drop.yaml"
     optimizer = tmp_path / "opt.yaml"
@@ -105,7 +105,7 @@ def test_method_yamls_merge_onto_a_run_and_replace_named_sections(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("algorithms: {layer_drop: {theta: 0.5}}\n")
     with pytest.raises(ConfigError, match="has no option 'theta' \\(did you mean 'theta_bar'\\?\\)"):
-        from efficient_bert.builders import check_components
+        from efficient_bert.pretrain.checks import check_components
 
         check_components(load_config([tiny, bad]))
 
@@ -113,7 +113,8 @@ def test_method_yamls_merge_onto_a_run_and_replace_named_sections(tmp_path):
 def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(tokenizer):
     from conftest import ROOT
 
-    from efficient_bert.builders import MODELS, check_components, named
+    from efficient_bert.pretrain.checks import check_components
+    from efficient_bert.pretrain.components import MODELS
 
     pretrain = ROOT / "yamls" / "pretrain"
     ours = load_config([pretrain / "mosaic-bert-budget.yaml"])
@@ -129,8 +130,8 @@ def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(token
     assert ours.eval_loader.dataset.mask_seed == 2024  # both evaluate on the same masks
     # compile: true compiles HF BERT in place, so checkpoints keep the state dict's names
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-    compiled = MODELS.build(*named({**peer.model, **small}, "model", MODELS), tokenizer=tokenizer, max_seq_len=64)
-    eager = MODELS.build(*named({**peer.model, **small, "compile": False}, "model", MODELS), tokenizer=tokenizer,
+    compiled = MODELS.build(*MODELS.split({**peer.model, **small}, "model"), tokenizer=tokenizer, max_seq_len=64)
+    eager = MODELS.build(*MODELS.split({**peer.model, **small, "compile": False}, "model"), tokenizer=tokenizer,
                          max_seq_len=64)
     assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())
@@ -152,7 +153,7 @@ def test_the_hf_peer_recipe_changes_only_its_sections_of_the_budget_recipe(token
 def test_wrong_value_types_are_one_line_errors_naming_the_key(override, message):
     from conftest import ROOT
 
-    from efficient_bert.builders import check_components
+    from efficient_bert.pretrain.checks import check_components
 
     with pytest.raises(ConfigError) as caught:
         check_components(load_config(ROOT / "yamls" / "tiny-cpu.yaml", [override]))
@@ -162,7 +163,7 @@ def test_wrong_value_types_are_one_line_errors_naming_the_key(override, message)
 def test_every_shipped_yaml_passes_the_checks():
     from conftest import ROOT
 
-    from efficient_bert.builders import check_components
+    from efficient_bert.pretrain.checks import check_components
 
     pretrain = ROOT / "yamls" / "pretrain"
     for path in [*sorted((ROOT / "yamls").glob("*.yaml")), *sorted(pretrain.glob("mosaic-*.yaml"))]:
@@ -176,7 +177,7 @@ def test_every_shipped_yaml_passes_the_checks():
 def test_no_method_yaml_forces_a_precision_and_a_missing_one_is_a_one_line_error():
     from conftest import ROOT
 
-    from efficient_bert.builders import check_precision
+    from efficient_bert.pretrain.checks import check_precision
 
     for method in (ROOT / "yamls" / "methods").glob("*.yaml"):  # each must add to a CPU run as well
         cfg = load_config([ROOT / "yamls" / "tiny-cpu.yaml", method], ["variables.il_losses=il.npz"])

@@ -8,7 +8,8 @@ import pytest
 from conftest import sample_documents
 from efficient_bert.data.dataloader import build_mlm_dataloader, stop_workers
 from efficient_bert.data.text_dataset import CorruptShardError, StreamingTextDataset
-from efficient_bert.registry import ConfigError, config_errors
+from efficient_bert.errors import ConfigError
+from efficient_bert.pretrain.registry import config_errors
 
 
 def test_text_rows_are_tokenized_and_truncated(text_mds, tokenizer):
@@ -134,7 +135,7 @@ def test_a_truncated_compressed_shard_fails_within_seconds_naming_it(tmp_path, t
     zipped.write_bytes(zipped.read_bytes()[:50_000])
     start = time.monotonic()
     done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={mds}", f"save_folder={tmp_path / 'run'}",
-                    "loggers.wandb=null", f"train_loader.num_workers={workers}", timeout=120)
+                    f"train_loader.num_workers={workers}", timeout=120)
     assert done.returncode == 2 and time.monotonic() - start < 60
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: decompressing or downloading a shard failed (") and "Decompression error" in last

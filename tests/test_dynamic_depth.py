@@ -6,7 +6,7 @@ import pytest
 import torch
 from composer.core import Callback, Event
 
-from conftest import ROOT, tiny_mosaic
+from conftest import ROOT, tiny_mosaic, tiny_run
 from efficient_bert.algorithms import (LayerDrop, LayerStacking, apply_layer_drop, apply_layer_stacking,
                                        keep_probability, layer_keep_probabilities, stacking_depths)
 from efficient_bert.model.layer_plan import find_layer_plan, running_layer_count
@@ -79,9 +79,8 @@ def test_copied_optimizer_state_and_optimizers_built_from_running_layers(tokeniz
 @pytest.mark.parametrize("optimizer_name", ["decoupled_adamw", "adamw"])
 def test_reset_optimizer_state_restarts_every_parameter_and_adamw_keeps_stepping(tokenizer, optimizer_name):
     from efficient_bert.optim import param_groups
-    from efficient_bert.registries import OPTIMIZERS, load_components
+    from efficient_bert.pretrain.components import OPTIMIZERS
 
-    load_components()
     model = tiny_mosaic(4)
     apply_layer_stacking(model, 2)
     optimizer = OPTIMIZERS.build(optimizer_name, {"lr": 1e-3}, params=param_groups(model))
@@ -158,16 +157,9 @@ class LayerCalls(Callback):
 
 
 def build(tmp_path, tokenizer_dir, token_mds, *overrides, methods=()):
-    from efficient_bert.builders import build_trainer
-    from efficient_bert.config import load_config
-
-    yamls = [ROOT / "yamls" / "tiny-cpu.yaml", *(ROOT / "yamls" / "methods" / m for m in methods)]
-    cfg = load_config(yamls, [
-        f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", f"save_folder={tmp_path / 'ckpt'}",
-        "loggers.wandb=null", "callbacks.hf_export=null", "eval_at_start=false", "max_duration=20ba",
-        "eval_interval=10ba", "eval_subset_num_batches=2", "save_interval=8ba", "model.num_hidden_layers=4",
-        *overrides])
-    run = build_trainer(cfg)
+    run = tiny_run(tokenizer_dir, token_mds, f"save_folder={tmp_path / 'ckpt'}", "max_duration=20ba",
+                   "eval_interval=10ba", "eval_subset_num_batches=2", "save_interval=8ba", "model.num_hidden_layers=4",
+                   *overrides, methods=methods)
     calls = LayerCalls()
     run.trainer.state.callbacks.append(calls)
     return run, calls

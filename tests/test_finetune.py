@@ -20,7 +20,7 @@ from efficient_bert.eval.finetune_config import load_finetune_config
 from efficient_bert.eval.scheduling import plan
 from efficient_bert.eval.suite import run_suite
 from efficient_bert.eval.tasks import Predictions
-from efficient_bert.registry import ConfigError
+from efficient_bert.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_SLICE = ROOT / "data" / "glue"
@@ -93,7 +93,7 @@ def test_glue_readers(tmp_path, name):
 
 
 def test_glue_reader_without_header_and_bad_rows(tmp_path):
-    # GLUE mirrors without the header row: columns by position (MRPC and STS-B in ../shared/data)
+    # GLUE mirrors without the header row: columns by position (as some copies of MRPC and STS-B are)
     (tmp_path / "MRPC").mkdir()
     (tmp_path / "MRPC" / "train.tsv").write_text("1\t5\t6\tA b.\tA c.\n0\t7\t8\tD e.\tF g.\n")
     rows = DataSource(glue_dir=str(tmp_path)).read(TASKS["mrpc"], "train")

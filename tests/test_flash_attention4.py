@@ -32,13 +32,13 @@ def packed_inputs(device: str):
 
 @pytest.mark.skipif(flash_attention4_installed(), reason="flash-attn-4 is installed here")
 def test_flash_attn_without_a_package_names_the_package_to_install():
-    from efficient_bert.model.mosaic_bert.attention import flash_attn_version, resolve_backend
+    from efficient_bert.model.mosaic_bert.attention import flash_attn_version, backend_for_device
 
     if flash_attn_version() is not None:
         pytest.skip("flash-attn 2 is installed here")
     assert "pip install flash-attn-4==" in flash_attention4_unsupported(torch.device("cpu"))
     with pytest.raises(ValueError, match=r"needs flash-attn-4 or flash-attn 2 \(pip install flash-attn-4\)"):
-        resolve_backend("flash_attn", torch.device("cpu"))
+        backend_for_device("flash_attn", torch.device("cpu"))
 
 
 COMPILE_FOR_HOPPER = """
@@ -81,13 +81,13 @@ def test_flash_attention4_matches_the_reference(compiled):
                     reason="needs flash-attn-4 and a Hopper or Blackwell GPU")
 def test_auto_runs_batches_too_long_for_our_kernel_on_flash_attention4_and_matches_eager():
     from efficient_bert.model.mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
-    from efficient_bert.model.mosaic_bert.attention import BackendChoice, choose_backend
+    from efficient_bert.model.mosaic_bert.attention import BackendPlan, plan_backends
 
     cuda = torch.device("cuda")
     shared_memory = torch.cuda.get_device_properties(cuda).shared_memory_per_block_optin
-    assert choose_backend("auto", cuda) == BackendChoice("triton", "flex", "flash_attn", shared_memory)
+    assert plan_backends("auto", cuda) == BackendPlan("triton", "flex", "flash_attn", shared_memory)
     # a head dim it cannot take
-    assert choose_backend("auto", cuda, head_dim=132) == BackendChoice("triton", "flex", None, shared_memory)
+    assert plan_backends("auto", cuda, head_dim=132) == BackendPlan("triton", "flex", None, shared_memory)
     cfg = dict(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)

@@ -100,7 +100,7 @@ def _launches(monkeypatch, dtype: torch.dtype) -> list[Launch]:
         return Grid()
 
     for module in KERNEL_MODULES:
-        monkeypatch.setattr(module, "launch", record)
+        monkeypatch.setattr(module, "traceable", record)
 
     def leaf(*shape):
         return torch.randn(*shape, dtype=dtype, requires_grad=True)
@@ -146,7 +146,7 @@ def test_each_kernel_compiles_for_the_gpu_and_fits_its_shared_memory(monkeypatch
         compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.kwargs)
         assert compiled.asm["cubin"], launch.name
         built.setdefault(launch.name, set()).add(compiled.hash)
-        # attention: within what BackendChoice compares with the device's; the rest: within the 99 KiB per
+        # attention: within what BackendPlan compares with the device's; the rest: within the 99 KiB per
         # block of the smallest GPUs from sm80 on (RTX 30 and 40 series), so they launch on any of them
         limit = SHARED_MEMORY_BYTES[dtype] if launch.name.startswith("short_attention") else 99 * 1024
         assert compiled.metadata.shared <= limit, (launch.name, compiled.metadata.shared)

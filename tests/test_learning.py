@@ -37,7 +37,7 @@ def test_budget_recipe_learns_beyond_token_frequencies(tmp_path, tokenizer, toke
         "model.intermediate_size=256", "model.compile=false", "precision=fp32", "optimizer.lr=5e-3",
         "global_train_batch_size=32", "device_train_microbatch_size=32", "device_eval_batch_size=128",
         "train_loader.num_workers=0", "eval_loader.num_workers=0", "budget.hours=null", "budget.eval_every=null",
-        "max_duration=300ba", "eval_interval=300ba", "callbacks.hf_export=null", "save_interval=1000ba")
+        "max_duration=300ba", "eval_interval=300ba", "save_interval=1000ba", "callbacks.hf_export=null")
     assert done.returncode == 0, done.stderr[-3000:]
     final = json.loads((out / "eval_history.json").read_text())[-1]
     floor = unigram_entropy_of_rows(tokenizer, token_mds, "validation")

@@ -40,17 +40,17 @@ def test_backends_agree_with_eager(backend):
 
 
 def test_auto_backend_choice():
-    from efficient_bert.model.mosaic_bert.attention import BackendChoice, resolve_backend
+    from efficient_bert.model.mosaic_bert.attention import BackendPlan, backend_for_device
 
-    assert resolve_backend("auto", torch.device("cpu")) == "sdpa"
+    assert backend_for_device("auto", torch.device("cpu")) == "sdpa"
     with pytest.raises(ValueError, match="no attention dropout"):
-        resolve_backend("flex", dropout_p=0.1)
+        backend_for_device("flex", dropout_p=0.1)
     with pytest.raises(ValueError, match="at most 128 tokens"):
-        BackendChoice("triton", None).for_batch(256)  # the one place the length limit is checked
+        BackendPlan("triton", None).backend_for_batch(256)  # the one place the length limit is checked
 
 
 def test_backends_are_resolved_once_per_device_and_mode_with_an_explicit_long_batch_fallback():
-    from efficient_bert.model.mosaic_bert.attention import BackendChoice
+    from efficient_bert.model.mosaic_bert.attention import BackendPlan
 
     model = tiny()
     ids, mask = batch()
@@ -58,25 +58,25 @@ def test_backends_are_resolved_once_per_device_and_mode_with_an_explicit_long_ba
     model.bert(ids, mask)
     model.eval().bert(ids, mask)
     cpu = torch.device("cpu")
-    assert model.bert._resolved == {(cpu, True): (BackendChoice("sdpa", "sdpa"), False),
-                                    (cpu, False): (BackendChoice("sdpa", "sdpa"), False)}
-    assert BackendChoice("triton", "flex").for_batch(128) == "triton"
-    assert BackendChoice("triton", "flex").for_batch(129) == "flex"  # auto: FlexAttention takes long batches
+    assert model.bert._resolved == {(cpu, True): (BackendPlan("sdpa", "sdpa"), False),
+                                    (cpu, False): (BackendPlan("sdpa", "sdpa"), False)}
+    assert BackendPlan("triton", "flex").backend_for_batch(128) == "triton"
+    assert BackendPlan("triton", "flex").backend_for_batch(129) == "flex"  # auto: FlexAttention takes long batches
     # auto where FlashAttention-4 runs: it takes long batches in half precision only
-    with_fa4 = BackendChoice("triton", "flex", "flash_attn")
-    assert with_fa4.for_batch(128, torch.bfloat16) == "triton"
-    assert with_fa4.for_batch(129, torch.bfloat16) == with_fa4.for_batch(129, torch.float16) == "flash_attn"
-    assert with_fa4.for_batch(129, torch.float32) == "flex"
+    with_fa4 = BackendPlan("triton", "flex", "flash_attn")
+    assert with_fa4.backend_for_batch(128, torch.bfloat16) == "triton"
+    assert with_fa4.backend_for_batch(129, torch.bfloat16) == with_fa4.backend_for_batch(129, torch.float16) == "flash_attn"
+    assert with_fa4.backend_for_batch(129, torch.float32) == "flex"
     with pytest.raises(ValueError, match="at most 128 tokens, this batch has 300; choose attention: auto"):
-        BackendChoice("triton", None).for_batch(300)  # attention: triton named explicitly
+        BackendPlan("triton", None).backend_for_batch(300)  # attention: triton named explicitly
     # the fp32 tile's backward does not fit an A100's 163 KiB of shared memory per block, an H100's 227 KiB
     a100, h100 = 166_912, 232_448
-    assert BackendChoice("triton", "flex", shared_memory=a100).for_batch(128, torch.bfloat16) == "triton"
-    assert BackendChoice("triton", "flex", "flash_attn", a100).for_batch(128, torch.float32) == "flex"
-    assert BackendChoice("triton", "flex", shared_memory=h100).for_batch(128, torch.float32) == "triton"
+    assert BackendPlan("triton", "flex", shared_memory=a100).backend_for_batch(128, torch.bfloat16) == "triton"
+    assert BackendPlan("triton", "flex", "flash_attn", a100).backend_for_batch(128, torch.float32) == "flex"
+    assert BackendPlan("triton", "flex", shared_memory=h100).backend_for_batch(128, torch.float32) == "triton"
     with pytest.raises(ValueError, match="'triton' in torch.float32 needs 224 KiB of shared memory per block, "
                                          "this GPU has 163 KiB; train in bf16"):
-        BackendChoice("triton", None, shared_memory=a100).for_batch(128, torch.float32)
+        BackendPlan("triton", None, shared_memory=a100).backend_for_batch(128, torch.float32)
 
 
 def test_prenorm_layers_compute_the_textbook_pre_ln_residual_stream():

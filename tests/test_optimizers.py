@@ -126,7 +126,7 @@ def test_sophia_matches_the_papers_update_with_hessian_refreshes_in_float64(bias
 
 @pytest.mark.parametrize("name", ["decoupled_adamw", "adamw", "lion", "sophiag", "lamb", "adafactor"])
 def test_every_optimizer_lowers_a_small_regression_loss(name):
-    from efficient_bert.builders import OPTIMIZERS
+    from efficient_bert.pretrain.components import OPTIMIZERS
     from efficient_bert.optim import param_groups
 
     torch.manual_seed(0)
@@ -177,15 +177,9 @@ def test_adafactor_matches_its_documented_algorithm_in_float64():
 
 
 def build_run(tmp_path, tokenizer_dir, token_mds, *overrides, methods=()):
-    from conftest import ROOT
+    from conftest import tiny_run
 
-    from efficient_bert.builders import build_trainer
-    from efficient_bert.config import load_config
-
-    yamls = [ROOT / "yamls" / "tiny-cpu.yaml", *(ROOT / "yamls" / "methods" / m for m in methods)]
-    return build_trainer(load_config(yamls, [
-        f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", "loggers.wandb=null",
-        "callbacks.hf_export=null", "eval_at_start=false", "eval_interval=1000ba", "precision=fp32", *overrides]))
+    return tiny_run(tokenizer_dir, token_mds, "eval_interval=1000ba", "precision=fp32", *overrides, methods=methods)
 
 
 @pytest.mark.slow
@@ -219,7 +213,7 @@ def test_optimizer_state_round_trips_through_a_composer_checkpoint(tmp_path, tok
 def test_sophia_hessian_runs_every_k_steps_and_counts_as_an_extra_forward(tmp_path, tokenizer_dir, token_mds):
     from efficient_bert.algorithms import SophiaHessian
     from efficient_bert.budget import TrainingBudget
-    from efficient_bert.registry import ConfigError
+    from efficient_bert.errors import ConfigError
 
     for counted in (True, False):
         run = build_run(tmp_path, tokenizer_dir, token_mds, "max_duration=7ba", "algorithms.sophia_hessian.every=3",

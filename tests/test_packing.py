@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT, tiny_mosaic
+from conftest import ROOT, tiny_mosaic, tiny_run
 from efficient_bert.data.mlm_collator import MLMCollator
 
 SST2 = ROOT / "data" / "glue" / "SST-2" / "train.tsv"
@@ -95,18 +95,14 @@ def sst2_text_mds(tmp_path_factory):
 
 
 def test_packed_text_rows_train_counting_documents_and_refuse_what_cannot_pack(tmp_path, tokenizer_dir, sst2_text_mds):
-    from efficient_bert.builders import build_trainer
-    from efficient_bert.config import load_config
-    from efficient_bert.registry import ConfigError
+    from efficient_bert.errors import ConfigError
 
-    def config(*extra):
-        return load_config(ROOT / "yamls" / "tiny-cpu.yaml", [
-            f"tokenizer.path={tokenizer_dir}", f"variables.data={sst2_text_mds}", f"save_folder={tmp_path / 'run'}",
-            "loggers.wandb=null", "callbacks.hf_export=null", "model.name=mosaic_bert",
-            "train_loader.dataset.pack=true", "eval_loader.dataset.pack=true", "global_train_batch_size=64",
-            "max_duration=3ba", "eval_interval=3ba", "eval_at_start=false", *extra])
+    def run_of(*extra):
+        return tiny_run(tokenizer_dir, sst2_text_mds, f"save_folder={tmp_path / 'run'}", "model.name=mosaic_bert",
+                        "train_loader.dataset.pack=true", "eval_loader.dataset.pack=true", "global_train_batch_size=64",
+                        "max_duration=3ba", "eval_interval=3ba", *extra)
 
-    run = build_trainer(config())
+    run = run_of()
     try:
         run.fit()
         timestamp = run.trainer.state.timestamp
@@ -116,9 +112,9 @@ def test_packed_text_rows_train_counting_documents_and_refuse_what_cannot_pack(t
         run.close()
     with pytest.raises(ConfigError, match="^train_loader.dataset.pack needs model.name: mosaic_bert, which attends "
                                           "within each document of a row; hf_bert would attend across the whole row$"):
-        build_trainer(config("model={name: hf_bert}"))
+        run_of("model={name: hf_bert}")
     with pytest.raises(ConfigError, match="selects rows by sample and cannot train packed rows"):
-        build_trainer(config("algorithms={selective_backprop: {}}", f"save_folder={tmp_path / 'other'}"))
+        run_of("algorithms={selective_backprop: {}}", f"save_folder={tmp_path / 'other'}")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

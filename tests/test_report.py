@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from efficient_bert.report import EVAL_LOSS, ReportError, main, read_run, report
+from efficient_bert.tools.report import EVAL_LOSS, ReportError, main, read_run, report
 
 RUNS = Path(__file__).resolve().parent / "data" / "runs"
 
@@ -64,17 +64,13 @@ def test_report_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_dir, token_mds):
-    from efficient_bert.builders import build_trainer
-    from efficient_bert.config import load_config
+    from conftest import tiny_run
 
     save = tmp_path / "run"
-    cfg = load_config(Path(__file__).resolve().parents[1] / "yamls" / "tiny-cpu.yaml", [
-        f"variables.data={token_mds}", f"tokenizer.path={tokenizer_dir}", f"save_folder={save}", "max_duration=8ba",
-        "eval_interval=4ba", "save_interval=8ba", "loggers.wandb=null", "callbacks.hf_export=null",
-        f"loggers.tensorboard={{log_dir: {tmp_path / 'tb'}}}", "callbacks.lr_monitor=null",
-        "callbacks.speed_monitor={window_size: 2}",
-        "budget.hours=1.0", "run_name=metrics-file", "train_log_interval=3ba"])
-    run = build_trainer(cfg)
+    run = tiny_run(tokenizer_dir, token_mds, f"save_folder={save}", "eval_at_start=true", "max_duration=8ba",
+                   "eval_interval=4ba", "save_interval=8ba", f"loggers.tensorboard={{log_dir: {tmp_path / 'tb'}}}",
+                   "callbacks.lr_monitor=null", "callbacks.speed_monitor={window_size: 2}", "budget.hours=1.0",
+                   "run_name=metrics-file", "train_log_interval=3ba")
     run.fit()
     run.close()
     rows = rows_of(save)

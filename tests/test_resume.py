@@ -15,9 +15,8 @@ KILLED = ROOT / "tests" / "helpers" / "train_until_killed.py"
 
 def tiny(tokenizer_dir, token_mds, *extra):
     # dropout on: a resumed run must also draw the same dropout masks
-    return [TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", "loggers.wandb=null",
-            "max_duration=60ba", "eval_interval=10ba", "save_interval=10ba", "callbacks.hf_export=null",
-            "model.hidden_dropout_prob=0.1", *extra]
+    return [TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", "max_duration=60ba",
+            "eval_interval=10ba", "save_interval=10ba", "model.hidden_dropout_prob=0.1", *extra]
 
 
 def rows(folder):

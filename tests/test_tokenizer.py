@@ -1,7 +1,8 @@
 import pytest
 
 from efficient_bert.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
-from efficient_bert.registry import ConfigError, config_errors
+from efficient_bert.errors import ConfigError
+from efficient_bert.pretrain.registry import config_errors
 
 
 def test_trained_wordpiece_has_requested_vocab_and_bert_specials(tokenizer):

@@ -21,7 +21,8 @@ def run_main(*args, env=None, timeout=600):
 def test_pretraining_lowers_eval_loss_and_writes_checkpoint_and_hf_export(tmp_path, tokenizer_dir, token_mds):
     out = tmp_path / "run"
     done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", f"save_folder={out}",
-                    "loggers.wandb.mode=offline", f"loggers.wandb.dir={tmp_path}", env={"WANDB_MODE": "offline"})
+                    "loggers.wandb.mode=offline", f"loggers.wandb.dir={tmp_path}", "callbacks.hf_export={}",
+                    env={"WANDB_MODE": "offline"})
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((out / "eval_history.json").read_text())
     losses = [r["eval/LanguageCrossEntropy"] for r in history]
@@ -40,7 +41,7 @@ def test_pretraining_lowers_eval_loss_and_writes_checkpoint_and_hf_export(tmp_pa
 
 
 def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir, capsys):
-    from efficient_bert.train import main
+    from efficient_bert.pretrain.main import main
 
     done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", "optimizer.lrr=1")  # the real command, once
     assert done.returncode == 2
@@ -52,12 +53,12 @@ def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir, capsys):
 def test_a_non_finite_loss_stops_the_run_before_its_checkpoint(tmp_path, tokenizer_dir, token_mds, capsys):
     import torch
 
-    from efficient_bert.train import main
+    from efficient_bert.pretrain.main import main
 
     out = tmp_path / "run"
     # no warmup at LR 1e30: step 1 leaves weights near 1e30, and step 2's loss is NaN
     assert main([str(TINY), f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}", f"save_folder={out}",
-                 "loggers.wandb=null", "callbacks.hf_export=null", "eval_at_start=false", "optimizer.lr=1e30",
+                 "eval_at_start=false", "optimizer.lr=1e30",
                  "max_duration=4ba", "save_interval=1ba"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: training loss is nan at batch 2. Usual causes: learning rate too high")
@@ -76,7 +77,7 @@ def test_mosaic_bert_pretrains_and_its_checkpoint_loads_for_fine_tuning(tmp_path
 
     out = tmp_path / "run"
     done = run_main(TINY, "model.name=mosaic_bert", f"tokenizer.path={tokenizer_dir}", f"variables.data={token_mds}",
-                    f"save_folder={out}", "loggers.wandb=null", "log_to_console=true", "console_log_interval=10ba")
+                    f"save_folder={out}", "log_to_console=true", "console_log_interval=10ba", "callbacks.hf_export={}")
     assert done.returncode == 0, done.stderr[-3000:]
     # the console: one line per interval and per evaluation, not Composer's multi-line dump
     lines = done.stdout.splitlines()
@@ -106,7 +107,7 @@ def test_mosaic_bert_pretrains_and_its_checkpoint_loads_for_fine_tuning(tmp_path
 
 @pytest.mark.parametrize("command", ["finetune", "report", "extract-il", "train-tokenizer", "convert", "train"])
 def test_help_answers_without_importing_torch(command):
-    probe = ("import sys\nfrom efficient_bert.cli import main\ntry:\n    main([sys.argv[1], '--help'])\n"
+    probe = ("import sys\nfrom efficient_bert.tools.cli import main\ntry:\n    main([sys.argv[1], '--help'])\n"
              "except SystemExit:\n    pass\nprint('torch loaded' if 'torch' in sys.modules else 'light')")
     done = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""efficient_bert.trainer.Trainer: the training loss and train metrics are read from the device at log
+"""efficient_bert.pretrain.trainer.Trainer: the training loss and train metrics are read from the device at log
 intervals only, as the mean loss since the last log; in one process it skips Composer's per-step
 device reads; training itself is Composer's, bit for bit."""
 
@@ -13,7 +13,7 @@ from composer.loggers import InMemoryLogger
 from conftest import mlm_batch, tiny_mosaic
 from efficient_bert.callbacks import SpeedMonitor
 from efficient_bert.data.dataloader import build_mlm_dataloader
-from efficient_bert.trainer import Trainer, calls_closure_once
+from efficient_bert.pretrain.trainer import Trainer, calls_closure_once
 
 
 class EventLog(Callback):

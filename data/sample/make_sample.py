@@ -1,6 +1,6 @@
 """Rebuild the bundled sample corpus from WikiText-103 (run from the repository root).
 
-    python data/sample/make_sample.py ../shared/data/wikitext-103
+    python data/sample/make_sample.py WIKITEXT_DIR     (the folder with wiki.train.tokens.head, wiki.test.tokens, wiki.valid.tokens)
 
 Writes gzipped JSON-lines files named and laid out like C4's native release
 (``c4-{split}.NNNNN-of-NNNNN.json.gz``, one ``{"text": ...}`` object per line), so the demo and
@@ -65,4 +65,6 @@ def main(src: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/wikitext-103")
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1])

@@ -3,10 +3,10 @@
 The public API, as ``composer`` exposes its own: models, algorithms, optimizers, the budget, the
 callbacks and the data pieces. Each name imports its module on first use, so ``import
 efficient_bert`` (and the ``efficient-bert`` command's ``--help``) stays light; importing the package
-also registers Mosaic BERT with transformers' Auto classes (:mod:`efficient_bert.auto_classes`).
+also registers Mosaic BERT with transformers' Auto classes (:mod:`efficient_bert.model.auto_classes`).
 """
 
-from efficient_bert import auto_classes
+from efficient_bert.model import auto_classes
 from efficient_bert.lazy import lazy_exports
 
 __version__ = "0.1.0"

@@ -1,13 +1,26 @@
-"""The exception a component raises for a bad value of one of its own arguments."""
+"""The errors a user can fix, and how their messages name the fix."""
+
+import difflib
+from typing import Iterable
 
 
 class ArgumentError(ValueError):
     """``argument`` has a value the component cannot use; the message says why and what would do.
 
-    Components know nothing of YAML: the config layer (:mod:`efficient_bert.builders`) turns this
-    into a message about the key, ``model.size: ...``.
+    Components know nothing of YAML: the YAML layer (:func:`efficient_bert.pretrain.registry.config_errors`)
+    turns this into a message about the key, ``model.size: ...``.
     """
 
     def __init__(self, argument: str, message: str):
         super().__init__(message)
         self.argument = argument
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; its message says what and how."""
+
+
+def nearest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""

@@ -7,8 +7,8 @@ import sys
 
 from composer.core import Callback
 
-from efficient_bert.builders import build_trainer
-from efficient_bert.config import load_config
+from efficient_bert.pretrain.build import build_trainer
+from efficient_bert.pretrain.schema import load_config
 
 
 class KillAt(Callback):

@@ -39,7 +39,7 @@ import torch
 from efficient_bert.budget.cost_table import CostTable, model_shape
 
 # The reference system and its seconds per step of each workload: the mean of two runs of
-# `--measure-only --steps 30` on a lent H100 (base 0.0524 and 0.0460, tiny 0.0118 and 0.0125:
+# `--measure-only --steps 30` on an H100 (base 0.0524 and 0.0460, tiny 0.0118 and 0.0125:
 # eager steps at this batch are partly host-bound, so runs differ by up to 7%); docs/benchmarks.md.
 REFERENCE_SYSTEM = "NVIDIA H100 80GB HBM3, torch 2.11, bf16"
 REFERENCE_SECONDS = {"base": 0.0492, "tiny": 0.0121}
@@ -112,11 +112,11 @@ def measure_cost_table(size: str = "base", rows: int = 256, seq: int = 128, step
     plan that layer stacking and layer drop use). Run it once on the reference GPU."""
     from tqdm.auto import tqdm
 
-    from efficient_bert.model.layer_plan import layer_plan
+    from efficient_bert.model.layer_plan import attach_layer_plan
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     workload = ReferenceWorkload(size, rows, seq, device)
-    plan = layer_plan(workload.model)
+    plan = attach_layer_plan(workload.model)
     train, forward = [], []
     with tqdm(total=plan.total * 2 * (warmup + steps), desc=f"cost table ({size}, {rows} rows, {device})",
               unit="pass", disable=not progress) as bar:

@@ -9,7 +9,7 @@ from typing import Optional
 from composer.core import Callback, State
 from composer.loggers import Logger
 
-from efficient_bert.budget.training_budget import run_progress
+from efficient_bert.progress import run_progress
 
 log = logging.getLogger(__name__)
 

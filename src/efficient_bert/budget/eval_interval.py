@@ -7,7 +7,8 @@ from typing import Optional
 
 from composer.core import Event, State
 
-from efficient_bert.budget.training_budget import find_budget, run_progress
+from efficient_bert.budget.training_budget import find_budget
+from efficient_bert.progress import run_progress
 
 
 class BudgetEvalInterval:

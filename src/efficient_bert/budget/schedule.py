@@ -29,8 +29,8 @@ from typing import Optional
 from composer.core import State
 from composer.optim import ComposerScheduler
 
-from efficient_bert.budget.training_budget import find_budget, run_progress
-from efficient_bert.registries import SCHEDULERS
+from efficient_bert.budget.training_budget import find_budget
+from efficient_bert.progress import run_progress
 
 CURVES = ("linear", "cosine", "exponential", "one_cycle", "wsd", "constant")
 
@@ -53,7 +53,6 @@ def budget_multiplier(progress: float, curve: str, warmup: float, alpha_f: float
     return 1.0
 
 
-@SCHEDULERS.register("budget")
 class BudgetSchedule(ComposerScheduler):
     """A Composer scheduler whose progress is the fraction of the training budget used.
 

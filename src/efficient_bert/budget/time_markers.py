@@ -7,17 +7,18 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from composer.core import Callback, State
+from composer.core import State
 from composer.loggers import Logger
 from composer.utils import dist
 
 from efficient_bert.budget.training_budget import find_budget
+from efficient_bert.callbacks.outputs import WritesOutputs
 from efficient_bert.model.checkpoint import export_hf
 
 log = logging.getLogger(__name__)
 
 
-class TimeMarkerExport(Callback):
+class TimeMarkerExport(WritesOutputs):
     """After the first step at which the run's budget fraction reaches each marker, write an HF export
     to ``folder/marker-<m>`` (rank 0), once per marker, resumed runs included. Must come after the
     budget in the callback list; the export runs outside the budget's counted time.

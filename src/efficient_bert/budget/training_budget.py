@@ -35,20 +35,23 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
-from composer.core import Callback, Event, State
+from composer.core import Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
 from efficient_bert.budget.cost_table import CostTable
 from efficient_bert.data.mlm_collator import batch_rows
 from efficient_bert.model.layer_plan import running_layer_count
+from efficient_bert.progress import BudgetProgress
+from efficient_bert.run_files import (BUDGET_COMPILE_SECONDS, BUDGET_FRACTION, BUDGET_REFERENCE_HOURS, BUDGET_RST_HOURS,
+                                      BUDGET_WALL_HOURS)
 
 log = logging.getLogger(__name__)
 
 CLOCKS = ("wall", "rst", "reference")
 
 
-class TrainingBudget(Callback):
+class TrainingBudget(BudgetProgress):
     """Stop training when ``hours`` of training time are spent; expose the fraction used.
 
     Args:
@@ -193,10 +196,10 @@ class TrainingBudget(Callback):
             self.charged_seconds += self.cost_table.price(self._step_layers, self._step_rows) + extra + \
                 self._step_surcharge
         self.last_step_seconds = self.used_seconds - before
-        metrics = {"budget/fraction": self.fraction, "budget/wall_hours": self.wall_seconds / 3600,
-                   "budget/rst_hours": self.rst_seconds / 3600, "budget/compile_seconds": self.compile_seconds}
+        metrics = {BUDGET_FRACTION: self.fraction, BUDGET_WALL_HOURS: self.wall_seconds / 3600,
+                   BUDGET_RST_HOURS: self.rst_seconds / 3600, BUDGET_COMPILE_SECONDS: self.compile_seconds}
         if self.cost_table is not None:
-            metrics["budget/reference_hours"] = self.charged_seconds / 3600
+            metrics[BUDGET_REFERENCE_HOURS] = self.charged_seconds / 3600
         logger.log_metrics(metrics)
         if self.spent:
             lrs = [g["lr"] for opt in state.optimizers for g in opt.param_groups][:1]
@@ -218,18 +221,8 @@ class TrainingBudget(Callback):
 
 
 def find_budget(state: State) -> Optional[TrainingBudget]:
-    """The run's budget: the :class:`TrainingBudget` among the Trainer's callbacks, if any. Every
-    component that follows the budget looks it up here, so each also works in a run without one."""
+    """The run's :class:`TrainingBudget` among the Trainer's callbacks, if any."""
     return next((cb for cb in state.callbacks if isinstance(cb, TrainingBudget)), None)
-
-
-def run_progress(state: State) -> float:
-    """The fraction of the budget used, or of ``max_duration`` when the run has no budget."""
-    budget = find_budget(state)
-    if budget is not None:
-        return budget.fraction
-    elapsed = state.get_elapsed_duration()
-    return 0.0 if elapsed is None else float(elapsed.value)
 
 
 def _batch_rows(batch: Any) -> int:

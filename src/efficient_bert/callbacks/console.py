@@ -17,6 +17,8 @@ from composer.core import State, Time, TimeUnit
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
+from efficient_bert.run_files import BUDGET_FRACTION, BUDGET_WALL_HOURS
+
 
 def duration(seconds: float) -> str:
     """``45s``, ``3m20s``, ``2h05m``."""
@@ -62,7 +64,7 @@ class ConsoleLog(LoggerDestination):
     def step_line(self, state: State) -> str:
         batch = int(state.timestamp.batch)
         total = state.max_duration  # with a budget, max_duration is only a cap: no total then
-        by_batches = total is not None and total.unit == TimeUnit.BATCH and "budget/fraction" not in self.latest
+        by_batches = total is not None and total.unit == TimeUnit.BATCH and BUDGET_FRACTION not in self.latest
         of = f"/{total.value}" if by_batches else ""
         parts = []
         if "loss/train/total" in self.latest:
@@ -72,7 +74,7 @@ class ConsoleLog(LoggerDestination):
         if "throughput/device/mfu" in self.latest:
             parts.append(f"MFU {100 * self.latest['throughput/device/mfu']:.1f}%")
         left = self.time_left(state)
-        if "budget/fraction" in self.latest:
+        if BUDGET_FRACTION in self.latest:
             parts.append(f"budget {100 * min(self.latest['budget/fraction'], 1.0):.0f}%")
         if left is not None:
             parts.append(f"ETA {duration(left)}")
@@ -80,8 +82,8 @@ class ConsoleLog(LoggerDestination):
 
     def time_left(self, state: State) -> Optional[float]:
         """Training seconds left: from the budget's clock, else the elapsed fraction of max_duration."""
-        if "budget/fraction" in self.latest and "budget/wall_hours" in self.latest:
-            fraction, spent = min(self.latest["budget/fraction"], 1.0), self.latest["budget/wall_hours"] * 3600
+        if BUDGET_FRACTION in self.latest and BUDGET_WALL_HOURS in self.latest:
+            fraction, spent = min(self.latest[BUDGET_FRACTION], 1.0), self.latest[BUDGET_WALL_HOURS] * 3600
         else:
             elapsed = state.get_elapsed_duration()
             fraction = None if elapsed is None else float(elapsed.value)

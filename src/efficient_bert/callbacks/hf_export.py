@@ -6,17 +6,17 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from composer.core import Callback, State
+from composer.core import State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from efficient_bert.callbacks.outputs import WritesOutputs
 from efficient_bert.model.checkpoint import export_hf
-from efficient_bert.registries import CALLBACKS
 
 log = logging.getLogger(__name__)
 
 
-class HFExport(Callback):
+class HFExport(WritesOutputs):
     """At the end of ``fit``, export an HF-format copy of the model to ``folder`` (rank 0).
 
     The folder is checked when training starts, so an existing export is never overwritten after
@@ -41,9 +41,3 @@ class HFExport(Callback):
             self.exported = export_hf(state.model, self.folder)
             log.info("HF export written to %s", self.exported)
         dist.barrier()
-
-
-@CALLBACKS.register("hf_export")
-def hf_export(save_folder: str, folder: Optional[str] = None, overwrite: bool = False) -> HFExport:
-    """The export as a run's callback; ``folder`` defaults to ``<save_folder>/hf``."""
-    return HFExport(folder or str(Path(save_folder) / "hf"), overwrite)

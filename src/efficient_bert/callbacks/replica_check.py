@@ -15,7 +15,6 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from efficient_bert.model.checkpoint import unwrap
-from efficient_bert.registries import CALLBACKS
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +68,3 @@ class ReplicaCheck(Callback):
                 f"digest difference {worst:g}): some rank ran a different step. Check algorithms whose random "
                 "draws must match across ranks, and data loaders that give ranks unequal numbers of batches")
         log.info("replica check at batch %d: %d ranks identical", batch, len(gathered))
-
-
-@CALLBACKS.register("replica_check")
-def replica_check(save_folder: str, interval: Optional[int] = None) -> ReplicaCheck:
-    """The check as a run's callback, writing ``<save_folder>/replica_check.json``; on by default in
-    multi-process runs."""
-    return ReplicaCheck(interval, str(Path(save_folder) / "replica_check.json"))

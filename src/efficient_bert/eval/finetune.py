@@ -257,6 +257,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from efficient_bert.train import exit_process
+    from efficient_bert.process import exit_process
 
     exit_process(main())  # the job closed its trainer and wrote its result: skip the interpreter's teardown

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional, Sequence
 
-from efficient_bert.config import check_keys, load_config
+from efficient_bert.errors import ConfigError, nearest
 from efficient_bert.eval.tasks import TASKS, DataSource, Recipe
-from efficient_bert.registry import ConfigError, nearest
+from efficient_bert.yaml_files import check_keys, load_config
 
 
 DEFAULT = "default"

@@ -16,7 +16,7 @@ from efficient_bert.eval.finetune_config import FinetuneConfig, recipe_for, sour
 from efficient_bert.eval.job import MODEL_DIR, FinetuneJob
 from efficient_bert.eval.readers import TaskDataError
 from efficient_bert.eval.tasks import TASKS, DataSource
-from efficient_bert.registry import ConfigError
+from efficient_bert.errors import ConfigError
 
 
 def plan(cfg: FinetuneConfig) -> list[FinetuneJob]:

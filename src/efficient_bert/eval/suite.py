@@ -22,7 +22,7 @@ from efficient_bert.eval.readers import TaskDataError
 from efficient_bert.eval.scheduling import (check_inputs, finished, plan, run_parallel, run_serial, slots_of,
                                            visible_gpus)
 from efficient_bert.eval.summary import summarize, to_markdown
-from efficient_bert.registry import ConfigError
+from efficient_bert.errors import ConfigError
 
 
 def run_suite(cfg: FinetuneConfig) -> dict[str, Any]:

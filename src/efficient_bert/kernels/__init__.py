@@ -2,7 +2,7 @@
 ALiBi attention on FlashAttention-4's kernels (``flash_attention4``, optional package).
 
 The ops are registered with ``torch.library`` with an autograd rule, so they work in eager mode,
-under autograd and inside ``torch.compile`` regions (see ``launch.py`` for how). Triton runs on CUDA devices only;
+under autograd and inside ``torch.compile`` regions (see ``traceable.py`` for how). Triton runs on CUDA devices only;
 :func:`triton_usable` says whether tensors on a device can take the Triton path.
 """
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from efficient_bert.kernels.launch import launch
+from efficient_bert.kernels.traceable import traceable
 
 try:
     import triton
@@ -80,7 +80,7 @@ def _forward(logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor,
     rows, vocab = logits.shape
     losses = torch.empty(rows, device=logits.device, dtype=torch.float32)
     lse = torch.empty_like(losses)
-    launch(_forward_kernel)[(rows,)](logits, labels, losses, lse, vocab, ignore_index, **_launch_config(vocab))
+    traceable(_forward_kernel)[(rows,)](logits, labels, losses, lse, vocab, ignore_index, **_launch_config(vocab))
     return losses, lse
 
 
@@ -88,7 +88,7 @@ def _forward(logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor,
 def _backward(dlosses: Tensor, logits: Tensor, labels: Tensor, lse: Tensor, ignore_index: int) -> Tensor:
     rows, vocab = logits.shape
     dlogits = torch.empty_like(logits)
-    launch(_backward_kernel)[(rows,)](dlosses.contiguous(), logits, labels, lse, dlogits, vocab, ignore_index,
+    traceable(_backward_kernel)[(rows,)](dlosses.contiguous(), logits, labels, lse, dlogits, vocab, ignore_index,
                                       **_launch_config(vocab))
     return dlogits
 

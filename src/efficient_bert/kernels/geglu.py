@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from efficient_bert.kernels.launch import launch
+from efficient_bert.kernels.traceable import traceable
 
 try:
     import triton
@@ -72,7 +72,7 @@ def _forward(h: Tensor, bias: Optional[Tensor]) -> Tensor:
     inner = h.shape[-1] // 2
     out = h.new_empty(*h.shape[:-1], inner)
     numel = out.numel()
-    launch(_forward_kernel)[(triton.cdiv(numel, BLOCK),)](h, bias if bias is not None else h, out, numel, inner,
+    traceable(_forward_kernel)[(triton.cdiv(numel, BLOCK),)](h, bias if bias is not None else h, out, numel, inner,
                                                   HAS_BIAS=bias is not None, BLOCK=BLOCK, num_warps=4)
     return out
 
@@ -82,7 +82,7 @@ def _backward(dout: Tensor, h: Tensor, bias: Optional[Tensor]) -> Tensor:
     dout = dout.contiguous()
     dh = torch.empty_like(h)
     numel = dout.numel()
-    launch(_backward_kernel)[(triton.cdiv(numel, BLOCK),)](dout, h, bias if bias is not None else h, dh, numel,
+    traceable(_backward_kernel)[(triton.cdiv(numel, BLOCK),)](dout, h, bias if bias is not None else h, dh, numel,
                                                    h.shape[-1] // 2, HAS_BIAS=bias is not None, BLOCK=BLOCK,
                                                    num_warps=4)
     return dh

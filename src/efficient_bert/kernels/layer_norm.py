@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from efficient_bert.kernels.launch import launch
+from efficient_bert.kernels.traceable import traceable
 
 try:
     import triton
@@ -133,7 +133,7 @@ def _launch_forward(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias:
     rstd = torch.empty_like(mean)
     block, warps = _launch_config(n)
     r = residual.contiguous() if residual is not None else x
-    launch(_forward_kernel)[(rows,)](x, r, s, y, weight, bias, mean, rstd, seed if seed is not None else mean, n, eps,
+    traceable(_forward_kernel)[(rows,)](x, r, s, y, weight, bias, mean, rstd, seed if seed is not None else mean, n, eps,
                              dropout_p, _threshold(dropout_p), HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0, BLOCK=block,
                              num_warps=warps)
     return y, s, mean, rstd
@@ -168,7 +168,7 @@ def _backward(dy: Tensor, ds: Optional[Tensor], s: Tensor, weight: Tensor, mean:
     dw = torch.empty(programs, n, device=s.device, dtype=torch.float32)
     db = torch.empty_like(dw)
     block, warps = _launch_config(n)
-    launch(_backward_kernel)[(programs,)](dy, ds.contiguous() if ds is not None else dy, s, weight, mean, rstd,
+    traceable(_backward_kernel)[(programs,)](dy, ds.contiguous() if ds is not None else dy, s, weight, mean, rstd,
                                   seed if seed is not None else mean, dx, dx_branch, dw, db, rows, n, per_program,
                                   dropout_p, _threshold(dropout_p), HAS_DS=ds is not None, HAS_DROPOUT=dropout_p > 0,
                                   BLOCK=block, num_warps=warps)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from efficient_bert.kernels.attention_autograd import register_packed_attention_autograd
-from efficient_bert.kernels.launch import launch
+from efficient_bert.kernels.traceable import traceable
 
 try:
     import triton
@@ -159,7 +159,7 @@ def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, block:
     out = qkv.new_empty(total, heads * dim)
     lse = torch.empty(heads, total, device=qkv.device, dtype=torch.float32)
     doc = documents if documents is not None else cu_seqlens  # not read without documents
-    launch(_forward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, lse, total, heads,
+    traceable(_forward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, lse, total, heads,
                                                              dim, DOCUMENTS=documents is not None,
                                                              **_launch_args(dim, block, backward=False))
     return out, lse
@@ -171,7 +171,7 @@ def _backward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqlens: T
     total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     dqkv = torch.empty_like(qkv)
     doc = documents if documents is not None else cu_seqlens
-    launch(_backward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, dout.contiguous(),
+    traceable(_backward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, dout.contiguous(),
                                                               lse, dqkv, total, heads, dim,
                                                               DOCUMENTS=documents is not None,
                                                               **_launch_args(dim, block, backward=True))

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from efficient_bert.auto_classes import register_auto_classes
+from efficient_bert.model.auto_classes import register_auto_classes
 from efficient_bert.model.layer_plan import truncated_to_depth
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from transformers.models.bert.modeling_bert import BertLayer
 
 from efficient_bert.model.composer_mlm import ComposerMLM
 from efficient_bert.errors import ArgumentError
-from efficient_bert.registries import MODELS
 
 # bert-base-uncased's architecture; YAML keys override any of these.
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -45,7 +44,6 @@ def build_hf_bert(tokenizer: Any, max_seq_len: int = 512, compile: bool = False,
     return ComposerMLM(module, tokenizer)
 
 
-MODELS.register("hf_bert", build_hf_bert, extra_keys=CONFIG_KEYS)
 
 
 def is_bert_layer(module: Any) -> bool:

@@ -96,8 +96,8 @@ class LayerPlan:
             self.owner._modules[self.attribute] = self.layers
 
 
-def layer_plan(model: nn.Module, layers_path: Optional[str] = None) -> LayerPlan:
-    """The plan attached to ``model``, attaching one (and its forward hooks) on first use."""
+def attach_layer_plan(model: nn.Module, layers_path: Optional[str] = None) -> LayerPlan:
+    """The plan attached to ``model``: the one already there, or a new one attached with its forward hooks."""
     existing = find_layer_plan(model)
     if existing is not None:
         return existing

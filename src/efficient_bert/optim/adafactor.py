@@ -25,7 +25,6 @@ from typing import Sequence
 
 import torch
 
-from efficient_bert.registries import OPTIMIZERS
 
 MODES = ("relative", "absolute")
 
@@ -34,7 +33,6 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.norm() / math.sqrt(x.numel())
 
 
-@OPTIMIZERS.register("adafactor")
 class Adafactor(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-2, mode: str = "relative", decay_rate: float = -0.8,
                  eps: Sequence[float] = (1e-30, 1e-3), clip_threshold: float = 1.0, weight_decay: float = 0.0):

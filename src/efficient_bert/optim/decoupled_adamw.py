@@ -5,8 +5,8 @@ Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; the for
 ``1 − wd · lr_t / lr_0``, so the decay follows the LR *schedule* but not the LR's size (``wd``
 means the same at any learning rate). PyTorch's AdamW shrinks by ``1 − lr_t · wd'``; with
 ``wd' = wd / lr_0`` the two updates are identical, and PyTorch's fused kernel does the whole step
-in a few launches where Composer's per-parameter loop launches several kernels per tensor (at
-BERT-base size on an H100 that loop cost about 14 ms per step, a fifth of the step).
+in a few launches where Composer's per-parameter loop launches several kernels per tensor (a large
+share of a BERT-base step: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from typing import Any, Iterable, Sequence, Union
 
 import torch
 
-from efficient_bert.registries import OPTIMIZERS
 
 Params = Union[Iterable[torch.nn.Parameter], Iterable[dict[str, Any]]]
 
 
-@OPTIMIZERS.register("decoupled_adamw")
 def decoupled_adamw(params: Params, lr: float, betas: Sequence[float] = (0.9, 0.98), eps: float = 1e-6,
                     weight_decay: float = 1e-5, fused: bool = True) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` computing Composer's ``DecoupledAdamW`` update (see the module doc).

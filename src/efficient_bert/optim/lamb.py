@@ -23,10 +23,8 @@ from typing import Optional, Sequence
 import torch
 
 from efficient_bert.optim.foreach import ForeachOptimizer
-from efficient_bert.registries import OPTIMIZERS
 
 
-@OPTIMIZERS.register("lamb")
 class Lamb(ForeachOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.01, max_trust_norm: Optional[float] = None):

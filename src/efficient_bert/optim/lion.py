@@ -18,10 +18,8 @@ from typing import Sequence
 import torch
 
 from efficient_bert.optim.foreach import ForeachOptimizer
-from efficient_bert.registries import OPTIMIZERS
 
 
-@OPTIMIZERS.register("lion")
 class Lion(ForeachOptimizer):
     def __init__(self, params, lr: float = 1e-4, betas: Sequence[float] = (0.9, 0.99), weight_decay: float = 0.1):
         if not lr >= 0:

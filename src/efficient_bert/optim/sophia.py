@@ -29,10 +29,8 @@ from typing import Sequence
 import torch
 
 from efficient_bert.optim.foreach import ForeachOptimizer
-from efficient_bert.registries import OPTIMIZERS
 
 
-@OPTIMIZERS.register("sophiag")
 class SophiaG(ForeachOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas: Sequence[float] = (0.965, 0.99), rho: float = 0.04,
                  weight_decay: float = 0.1, eps: float = 1e-12, bias_correction: bool = True):

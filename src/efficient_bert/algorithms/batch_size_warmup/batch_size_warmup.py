@@ -30,8 +30,7 @@ from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
 from efficient_bert.algorithms.batch_selection import batch_rows, refuse_row_counted_duration, select_rows
-from efficient_bert.budget import run_progress
-from efficient_bert.registries import ALGORITHMS
+from efficient_bert.progress import run_progress
 
 
 CURVES = ("modernbert", "linear")
@@ -65,7 +64,6 @@ def apply_batch_size_warmup(batch: Mapping[str, Any], rows: int) -> dict[str, An
     return select_rows(batch, range(min(rows, batch_rows(batch))))
 
 
-@ALGORITHMS.register("batch_size_warmup")
 class BatchSizeWarmup(Algorithm):
     """Trains the first ``warmup_rows(t, n, min_fraction, warmup, multiple, curve)`` rows of each batch
     (ModernBERT's batch-size warmup), at ``AFTER_DATALOADER``, before Composer splits microbatches.

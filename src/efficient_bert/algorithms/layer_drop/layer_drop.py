@@ -14,9 +14,8 @@ from composer.core import Event, State
 from composer.loggers import Logger
 
 from efficient_bert.algorithms.dynamic_depth import DynamicDepthAlgorithm
-from efficient_bert.budget import run_progress
-from efficient_bert.model.layer_plan import layer_plan
-from efficient_bert.registries import ALGORITHMS
+from efficient_bert.progress import run_progress
+from efficient_bert.model.layer_plan import attach_layer_plan
 
 
 def keep_probability(progress: float, theta_bar: float = 0.5, gamma: float = 100.0) -> float:
@@ -35,14 +34,13 @@ def apply_layer_drop(model: torch.nn.Module, theta: float, generator: Optional[t
     """Choose the layers ``model``'s next training forward passes skip (each is the identity), one
     Bernoulli draw per running layer with keep probability p_l; returns the dropped indices.
     Evaluation (``model.eval()``) never drops. Call it again for the next step's draw."""
-    plan = layer_plan(model, layers_path)
+    plan = attach_layer_plan(model, layers_path)
     keep = torch.tensor(layer_keep_probabilities(theta, plan.depth), dtype=torch.float64)
     draws = torch.rand(plan.depth, generator=generator, dtype=torch.float64)
     plan.dropped = frozenset(int(i) for i in torch.nonzero(draws >= keep).flatten())
     return plan.dropped
 
 
-@ALGORITHMS.register("layer_drop")
 class LayerDrop(DynamicDepthAlgorithm):
     """Progressive layer dropping: each training step skips encoder layers at random, more of them
     and deeper ones as training goes on.

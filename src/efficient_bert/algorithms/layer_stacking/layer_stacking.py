@@ -15,9 +15,8 @@ from composer.core import Event, State
 from composer.loggers import Logger
 
 from efficient_bert.algorithms.dynamic_depth import DynamicDepthAlgorithm
-from efficient_bert.budget import run_progress
-from efficient_bert.model.layer_plan import LayerPlan, layer_plan
-from efficient_bert.registries import ALGORITHMS
+from efficient_bert.progress import run_progress
+from efficient_bert.model.layer_plan import LayerPlan, attach_layer_plan
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def apply_layer_stacking(model: torch.nn.Module, depth: int, optimizers: Iterabl
     do not run.
     """
     check_optimizer_state(optimizer_state)
-    plan = layer_plan(model, layers_path)
+    plan = attach_layer_plan(model, layers_path)
     current = plan.depth
     plan.set_depth(depth)
     if depth <= current:
@@ -88,7 +87,6 @@ def apply_layer_stacking(model: torch.nn.Module, depth: int, optimizers: Iterabl
     return plan
 
 
-@ALGORITHMS.register("layer_stacking")
 class LayerStacking(DynamicDepthAlgorithm):
     """Progressive stacking: train a shallow encoder, then double its depth by copying the trained
     layers on top, at fixed fractions of the run, until the model's full depth.

@@ -28,7 +28,6 @@ from composer.loggers import Logger
 from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, pool_and_train_rows, score_pool,
                                                        select_rows, sequence_losses_from_logits, step_rows,
                                                        trained_samples_to_batches)
-from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,6 @@ def apply_rho_loss(pool: dict[str, Any], train_losses: torch.Tensor, irreducible
     return select_rows(pool, top.tolist()), reducible
 
 
-@ALGORITHMS.register("rho_loss")
 class RHOLoss(Algorithm, DrawsCandidatePool):
     """Train on the sequences whose loss the model can still reduce the most.
 

@@ -23,7 +23,6 @@ from composer.utils import dist
 from efficient_bert.algorithms.batch_selection import (DrawsCandidatePool, batch_rows, concat_rows,
                                                        pool_and_train_rows, score_pool, select_rows, step_rows,
                                                        trained_samples_to_batches)
-from efficient_bert.registries import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,6 @@ def apply_selective_backprop(pool: dict[str, Any], probabilities: torch.Tensor, 
     return trained, new_carry, filled
 
 
-@ALGORITHMS.register("selective_backprop")
 class SelectiveBackprop(Algorithm, DrawsCandidatePool):
     """Train on the sequences with the highest MLM loss relative to recent ones.
 

@@ -16,7 +16,6 @@ from composer.utils import dist
 from efficient_bert.algorithms.batch_selection import batch_rows, select_rows
 from efficient_bert.budget import extra_forward
 from efficient_bert.optim.sophia import SophiaG
-from efficient_bert.registries import ALGORITHMS
 
 
 def sampled_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -65,7 +64,6 @@ def apply_sophia_hessian(model: torch.nn.Module, optimizer: SophiaG, batch: Mapp
     return total
 
 
-@ALGORITHMS.register("sophia_hessian")
 class SophiaHessian(Algorithm):
     """Update :class:`~efficient_bert.optim.SophiaG`'s Hessian estimate every ``every`` steps.
 

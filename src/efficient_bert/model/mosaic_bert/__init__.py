@@ -1,7 +1,7 @@
 """Mosaic BERT: unpadded ALiBi + GeGLU encoder with pluggable attention backends and Triton kernels.
 
 ``import efficient_bert`` registers the model with transformers' Auto classes
-(:mod:`efficient_bert.auto_classes`), so ``AutoModelForMaskedLM.from_pretrained(dir)`` and
+(:mod:`efficient_bert.model.auto_classes`), so ``AutoModelForMaskedLM.from_pretrained(dir)`` and
 ``AutoModelForSequenceClassification`` load our exports. The names below import on first use.
 """
 

@@ -15,6 +15,11 @@ needs beyond the tokens (a padded bias, a block mask) is built once per forward 
 - ``flash_attn``: FlashAttention's varlen kernels over the packed tokens (optional packages):
   FlashAttention-4 (``flash-attn-4``, ALiBi as a score mod: ``efficient_bert.kernels.flash_attention4``)
   where it is installed, else flash-attn 2 with ``alibi_slopes``.
+
+A config's ``attention`` name becomes the backend a batch runs in three steps: what the name means on
+a device (:func:`backend_for_device`), that backend with its fallbacks for the batches it cannot
+take, once per device and mode (:func:`plan_backends`, a :class:`BackendPlan`), and the backend of
+one batch (:meth:`BackendPlan.backend_for_batch`).
 """
 
 from __future__ import annotations
@@ -62,15 +67,15 @@ def flash_attn_version() -> Optional[int]:
     return 2 if importlib.util.find_spec("flash_attn") is not None else None
 
 
-def resolve_backend(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
+def backend_for_device(name: str, device: Optional[torch.device] = None, dropout_p: float = 0.0) -> str:
     """The backend to run; ``auto`` takes the fastest one that supports the device.
 
     On CUDA, fastest first (``bench/throughput.py``, docs/benchmarks.md): flash-attn 2 if
     installed (not timed here), our Triton kernel (sequences of at most 128 tokens:
-    :func:`choose_backend` picks the backend of longer batches), FlexAttention, SDPA; the Triton
+    :func:`plan_backends` picks the backend of longer batches), FlexAttention, SDPA; the Triton
     kernel and FlexAttention have no attention dropout. FlashAttention-4 is not a first choice: at
-    seq 128 it ran at 0.92x our Triton kernel on an H200. On CPU: SDPA. Without a device (config
-    checks) only the name and the dropout setting are checked.
+    128 tokens our Triton kernel is faster. On CPU: SDPA. Without a device (config checks) only the
+    name and the dropout setting are checked.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend '{name}'; choose one of {', '.join(BACKENDS)}")
@@ -103,8 +108,8 @@ HALF = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
-class BackendChoice:
-    """The attention backend for one device and dropout setting, resolved once (:func:`choose_backend`).
+class BackendPlan:
+    """The attention backend for one device and dropout setting, resolved once (:func:`plan_backends`).
 
     ``long`` runs a batch that ``main`` cannot take: only our Triton kernel has limits, sequences of at
     most 128 tokens and tiles that fit ``shared_memory``, the device's bytes per block (None: no limit),
@@ -119,7 +124,7 @@ class BackendChoice:
     long_half: Optional[str] = None
     shared_memory: Optional[int] = None
 
-    def for_batch(self, max_seqlen: int, dtype: Optional[torch.dtype] = None) -> str:
+    def backend_for_batch(self, max_seqlen: int, dtype: Optional[torch.dtype] = None) -> str:
         if self.main != "triton":
             return self.main
         too_long = max_seqlen > TRITON_MAX_SEQLEN
@@ -137,24 +142,24 @@ class BackendChoice:
         return self.long_half if self.long_half is not None and dtype in HALF else self.long
 
 
-def choose_backend(name: str, device: torch.device, dropout_p: float = 0.0, head_dim: int = 64) -> BackendChoice:
-    """:func:`resolve_backend` for ``device``, with the fallback for batches it cannot take.
+def plan_backends(name: str, device: torch.device, dropout_p: float = 0.0, head_dim: int = 64) -> BackendPlan:
+    """:func:`backend_for_device` for ``device``, with the fallback for batches it cannot take.
 
     Under ``auto`` a batch too long for our Triton kernel runs FlashAttention-4 where it runs on the
-    device, takes ``head_dim`` and q/k/v are half precision, else FlexAttention: at seq 512 on an H200, FlashAttention-4
-    gave 1.36x the tokens/s of FlexAttention and 1.28x SDPA's (docs/benchmarks.md). A batch whose tiles
-    do not fit the device's shared memory (fp32 on GPUs before Hopper) runs FlexAttention.
+    device, takes ``head_dim`` and q/k/v are half precision (faster than FlexAttention and SDPA at 512
+    tokens, docs/benchmarks.md), else FlexAttention. A batch whose tiles do not fit the device's shared
+    memory (fp32 on GPUs before Hopper) runs FlexAttention.
     """
-    main = resolve_backend(name, device, dropout_p)
+    main = backend_for_device(name, device, dropout_p)
     if main != "triton":
-        return BackendChoice(main, main)
+        return BackendPlan(main, main)
     shared_memory = torch.cuda.get_device_properties(device).shared_memory_per_block_optin \
         if device.type == "cuda" else None  # the interpreter's CPU tensors have no limit
     if name != "auto":
-        return BackendChoice(main, None, shared_memory=shared_memory)
+        return BackendPlan(main, None, shared_memory=shared_memory)
     fa4 = (flash_attn_version() == 4 and head_dim in FLASH_ATTENTION4_HEAD_DIMS
            and flash_attention4_unsupported(device) is None)
-    return BackendChoice(main, "flex", "flash_attn" if fa4 else None, shared_memory)
+    return BackendPlan(main, "flex", "flash_attn" if fa4 else None, shared_memory)
 
 
 def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -283,9 +288,9 @@ ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flex": flex_atte
 
 
 def attend(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
-    """Run ``inputs.backend``, which :func:`resolve_backend` chose for this dropout setting.
+    """Run ``inputs.backend``, which :func:`backend_for_device` chose for this dropout setting.
 
     ``heads`` comes from the layer, not from ``inputs``: a module's int attribute stays a constant
     under ``torch.compile(dynamic=True)``, where an int or a size read from the inputs would be
-    symbolic (a symbolic head count cost 4% of the step, measured on an H100)."""
+    symbolic, and a symbolic head count slows every step."""
     return ATTENTION[inputs.backend](qkv, heads, inputs, dropout_p)

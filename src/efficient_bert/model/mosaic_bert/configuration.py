@@ -6,7 +6,7 @@ from typing import Optional
 
 from transformers.configuration_utils import PretrainedConfig
 
-from efficient_bert.model.mosaic_bert.attention import resolve_backend
+from efficient_bert.model.mosaic_bert.attention import backend_for_device
 
 KERNELS = ("auto", "triton", "torch")
 
@@ -26,7 +26,7 @@ class MosaicBertConfig(PretrainedConfig):
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
                              f"({num_attention_heads})")
-        resolve_backend(attention, dropout_p=attention_probs_dropout_prob)
+        backend_for_device(attention, dropout_p=attention_probs_dropout_prob)
         if kernels not in KERNELS:
             raise ValueError(f"unknown kernels '{kernels}'; choose one of {', '.join(KERNELS)}")
         m = pad_vocab_to_multiple_of

@@ -6,7 +6,6 @@ from typing import Any
 
 from efficient_bert.errors import ArgumentError
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
-from efficient_bert.registries import MODELS
 
 # sizes from the BERT paper; the GLU intermediate size is the one Mosaic BERT uses
 SIZES = {
@@ -39,4 +38,3 @@ def build_mosaic_bert(tokenizer: Any, max_seq_len: int = 128, size: str = "base"
     return ComposerMLM(model, tokenizer)
 
 
-MODELS.register("mosaic_bert", build_mosaic_bert, extra_keys=CONFIG_KEYS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutp
 
 from efficient_bert.kernels import (add_layer_norm, add_layer_norm_and_sum, cross_entropy, geglu, geglu_reference,
                                     triton_usable)
-from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, BackendChoice, attend, choose_backend,
+from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, BackendPlan, attend, plan_backends,
                                                        prepare_attention)
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
 from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
@@ -87,6 +87,14 @@ def _compiled_embed():
     # compiled, the gather, the type choice and the norm share kernels and the word embedding's gradient
     # skips eager's sort: 1017 us against 1118 us forward + backward at base size (bench/kernel_times.py)
     return torch.compile(embed_tokens, dynamic=True)
+
+
+class Backends(NamedTuple):
+    """What runs a model's forward on one device: the attention backends and whether the fused Triton
+    kernels (LayerNorm, GeGLU, cross-entropy) do."""
+
+    attention: BackendPlan
+    fused_kernels: bool
 
 
 class MosaicBertLayer(nn.Module):
@@ -171,18 +179,18 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         self.layers = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(h, eps=config.layer_norm_eps) if config.prenorm else nn.Identity()
         self.compiled_embeddings = False
-        self._resolved: dict[tuple[torch.device, bool], tuple[BackendChoice, bool]] = {}
+        self._resolved: dict[tuple[torch.device, bool], Backends] = {}
         self.post_init()
 
-    def backends(self, device: torch.device) -> tuple[BackendChoice, bool]:
-        """The attention backend and whether the fused Triton kernels run, for ``device`` and the current
+    def backends(self, device: torch.device) -> Backends:
+        """The attention plan and whether the fused Triton kernels run, for ``device`` and the current
         mode (attention dropout only in training), resolved on the first step there and kept."""
         key = (device, self.training)
         if key not in self._resolved:
             dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
             head_dim = self.config.hidden_size // self.config.num_attention_heads
-            self._resolved[key] = (choose_backend(self.config.attention, device, dropout, head_dim),
-                                   use_triton(self.config.kernels, device))
+            self._resolved[key] = Backends(plan_backends(self.config.attention, device, dropout, head_dim),
+                                           use_triton(self.config.kernels, device))
         return self._resolved[key]
 
     def get_input_embeddings(self):
@@ -211,7 +219,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         device = input_ids.device
         attention, fused = self.backends(device)
         dtype = _compute_dtype(device, self.word_embeddings.weight.dtype)
-        inputs = prepare_attention(attention.for_batch(info.max_seqlen, dtype), info, self.config.num_attention_heads,
+        inputs = prepare_attention(attention.backend_for_batch(info.max_seqlen, dtype), info, self.config.num_attention_heads,
                                    device, dtype)
         flat_ids = input_ids.flatten()[info.indices]
         flat_types = token_type_ids.flatten()[info.indices]
@@ -318,7 +326,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             masked = torch.nonzero_static(labelled, size=total).flatten()
         x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
         x, masked_labels = x.index_select(0, masked), flat_labels.index_select(0, masked)
-        if self.bert.backends(x.device)[1]:
+        if self.bert.backends(x.device).fused_kernels:
             # our kernel reads the bf16 logits once each way. It runs outside the compiled head: a
             # compiled region returning the logits beside the loss gets a zero gradient for them
             # in the backward and adds it to the loss's (0.5 ms per base step, docs/benchmarks.md)

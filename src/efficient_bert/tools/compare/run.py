@@ -1,0 +1,325 @@
+"""``efficient-bert compare run``: train every row that has no valid record yet, within a time limit.
+
+A row is one method (or composition) at one budget with one seed, trained from the recipe on the
+same data with the reference clock, then fine-tuned on GLUE. Rows whose record (:mod:`.records`)
+has the fingerprint this command would produce are reused; a record with another fingerprint is
+stale, and the command stops before training anything and lists where the inputs differ
+(``--rerun-stale`` retrains such rows and keeps the old records under ``superseded/``).
+
+With ``--time-limit`` a row starts only when its pretraining and GLUE are estimated to end within
+the limit (from the wall time of earlier records on the same GPU, or a default); the command then
+ends cleanly and lists the rows it left. A row's GLUE fine-tuning runs in the background while the
+next row pretrains: under the reference clock a row's training does not depend on how fast the GPU
+runs, so sharing the GPU changes the wall time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from efficient_bert.tools.compare import records as rec
+from efficient_bert.tools.compare.fingerprint import (code_version, data_inputs, differences, digest, glue_inputs,
+                                                tokenizer_inputs, training_config)
+from efficient_bert.tools.compare.methods import BASELINE, layers_of, uses_rho
+
+IL_MODEL = "il-model"
+GLUE_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
+# without an earlier record on this GPU: the budget on the reference clock, plus start-up, compilation,
+# evaluations and the export; GLUE-5 on one GPU
+DEFAULT_SLOWDOWN, DEFAULT_OVERHEAD_S, DEFAULT_GLUE_S = 1.3, 120.0, 420.0
+
+
+@dataclass
+class Row:
+    method: str
+    hours: float
+    seed: int
+    yamls: list[str]
+    overrides: list[str]
+    inputs: dict[str, Any]
+    folder: Path
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        self.fingerprint = digest(self.inputs)
+
+    @property
+    def name(self) -> str:
+        return rec.row_name(self.method, self.seed)
+
+
+@dataclass
+class Outcome:
+    reused: list[str] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # not started: the time limit
+
+
+def common_overrides(args: argparse.Namespace, hours: float) -> list[str]:
+    from efficient_bert.tools.experiments import equal_footing
+
+    export = ["callbacks.hf_export={}"] if args.glue_dir else []  # GLUE fine-tunes the row's HF export
+    return [*equal_footing(args.data, args.tokenizer, hours, args.eval_mask_seed),
+            f"budget.eval_every={args.eval_every}", *export, *args.override]
+
+
+def il_paths(args: argparse.Namespace, seed: int) -> tuple[Path, Path]:
+    """The irreducible-loss model's folder and the losses file of one seed's masks."""
+    return Path(args.out) / IL_MODEL, Path(args.out) / f"il_losses-s{seed}.npz"
+
+
+def il_plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """RHO-loss steps 1-2: the irreducible-loss model trains on the holdout split at the shortest budget."""
+    yamls = [args.recipe, str(Path(args.yamls) / "methods" / "rho-il-model.yaml"), args.clock]
+    return yamls, [*common_overrides(args, min(args.hours)), f"seed={args.seeds[0]}"]
+
+
+def plan(args: argparse.Namespace) -> list[Row]:
+    """Every row of the command, in order: each budget, each method, each of its seeds."""
+    rho = any(uses_rho(m) for m in args.methods)
+    splits = ["train", "validation", *(["holdout"] if rho else [])]
+    shared = {"data": data_inputs(args.data, splits), "tokenizer": tokenizer_inputs(args.tokenizer),
+              "glue": glue_inputs(args.glue_yaml, args.glue_override, args.glue_dir) if args.glue_dir else None}
+    il = None
+    if rho:
+        il_yamls, il_overrides = il_plan(args)
+        il = {"config": training_config(il_yamls, il_overrides), "epochs": args.il_epochs}
+    rows = []
+    for hours in args.hours:
+        for method in args.methods:
+            for seed in args.seeds if method == BASELINE else args.seeds[:args.method_seeds]:
+                yamls = [args.recipe, *layers_of(method, args.yamls), args.clock]
+                overrides = [*common_overrides(args, hours), f"seed={seed}"]
+                if uses_rho(method):
+                    overrides.append(f"variables.il_losses={il_paths(args, seed)[1]}")
+                inputs = {"config": training_config(yamls, overrides), **shared, "il": il if uses_rho(method) else None}
+                rows.append(Row(method, hours, seed, yamls, overrides, inputs,
+                                Path(args.out) / rec.budget_folder(hours) / rec.row_name(method, seed)))
+    return rows
+
+
+def code_matches(record: rec.Record, code: dict[str, Any]) -> bool:
+    return record.code.get("sources") == code.get("sources")
+
+
+def triage(rows: Sequence[Row], records: Path, code: dict[str, Any], strict_code: bool
+           ) -> tuple[list[Row], list[tuple[Row, rec.Record]], list[tuple[Row, rec.Record, list[str]]]]:
+    """Rows to run, rows whose record is valid, and rows whose record is stale (with the differences)."""
+    todo, valid, stale = [], [], []
+    for row in rows:
+        old = rec.find(records, row.hours, row.method, row.seed)
+        if old is None:
+            todo.append(row)
+        elif old.fingerprint != row.fingerprint:
+            stale.append((row, old, differences(old.inputs, row.inputs)))
+        elif strict_code and not code_matches(old, code):
+            stale.append((row, old, [f"code: {old.code.get('commit')} ({old.code.get('sources')}) -> "
+                                     f"{code.get('commit')} ({code.get('sources')})"]))
+        else:
+            valid.append((row, old))
+    return todo, valid, stale
+
+
+def estimate(row: Row, history: Sequence[rec.Record], gpu: Optional[str], glue: bool) -> tuple[float, float]:
+    """Seconds the row's pretraining and GLUE should take: the median of earlier records of this budget
+    on this GPU (the same method's if any), else a default."""
+    here = [r for r in history if r.environment.get("gpu") == gpu and r.hours == row.hours]
+    mine = [r for r in here if r.method == row.method] or here
+    walls = [r.pretrain["wall_seconds"] for r in mine if r.pretrain.get("wall_seconds")]
+    pretrain = statistics.median(walls) if walls else row.hours * 3600 * DEFAULT_SLOWDOWN + DEFAULT_OVERHEAD_S
+    glue_walls = [r.glue["wall_seconds"] for r in here if r.glue and r.glue.get("wall_seconds")]
+    return pretrain, (statistics.median(glue_walls) if glue_walls else DEFAULT_GLUE_S) if glue else 0.0
+
+
+def curve(folder: Path) -> list[list[float]]:
+    """(reference hours charged, tokens, eval loss) at every evaluation of a finished run."""
+    from efficient_bert.tools.report import ReportError, read_run
+
+    try:
+        run = read_run(folder)
+    except ReportError:
+        return []
+    charged = run.eval_reference_hours if len(run.eval_reference_hours) == len(run.eval_points) else \
+        [None] * len(run.eval_points)
+    return [[h, tokens, loss] for h, (_, tokens, loss) in zip(charged, run.eval_points)]
+
+
+def glue_result(folder: Path, command: str, seconds: float) -> dict[str, Any]:
+    """The GLUE part of a record, from the suite's results folder."""
+    results = folder / "glue"
+    summary = json.loads((results / "results.json").read_text())
+    tasks = {}
+    for name, task in summary["tasks"].items():
+        jobs = [json.loads(p.read_text()) for p in sorted((results / name).glob("seed-*/result.json"))]
+        tasks[name] = {"score": task.get("score"), "metrics": task.get("median"), "errors": task["errors"],
+                       "majority_class": task.get("majority_class"), "job_seconds": [j["seconds"] for j in jobs]}
+    return {"tasks": tasks, "average": summary["averages"].get("glue", {}).get("average"),
+            "wall_seconds": round(seconds, 1), "command": command}
+
+
+class GlueQueue:
+    """GLUE suites running in the background (each its own process, its jobs in parallel on the GPU),
+    at most ``concurrent`` at a time."""
+
+    def __init__(self, concurrent: int):
+        self.concurrent = concurrent
+        self.waiting: list[tuple[Any, list[str], Path]] = []
+        self.running: list[tuple[Any, subprocess.Popen, float, str, Any]] = []
+
+    def submit(self, key: Any, command: list[str], log: Path) -> None:
+        self.waiting.append((key, command, log))
+        self._start()
+
+    def _start(self) -> None:
+        while self.waiting and len(self.running) < self.concurrent:
+            key, command, log = self.waiting.pop(0)
+            handle = open(log, "w", encoding="utf-8")
+            print(f"[compare] GLUE {key}: {shlex.join(command)}", flush=True)
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+            self.running.append((key, process, time.monotonic(), shlex.join(command), handle))
+
+    def finished(self, block: bool = False) -> list[tuple[Any, int, float, str]]:
+        """(key, exit code, seconds, command) of the suites that ended; with ``block``, waits for all."""
+        done = []
+        while True:
+            for entry in list(self.running):
+                key, process, started, command, handle = entry
+                if process.poll() is not None:
+                    handle.close()
+                    self.running.remove(entry)
+                    done.append((key, process.returncode, time.monotonic() - started, command))
+            self._start()
+            if not block or not (self.running or self.waiting):
+                return done
+            time.sleep(1.0)
+
+
+def prepare_il(args: argparse.Namespace, entry: list[str], seed: int) -> None:
+    """RHO-loss steps 1-2 for one seed's masks (the model once, the losses once per seed)."""
+    from efficient_bert.tools.experiments import RunSpec, run_config
+
+    model_dir, losses = il_paths(args, seed)
+    if losses.is_file():
+        return
+    yamls, overrides = il_plan(args)
+    result = run_config(RunSpec(IL_MODEL, yamls), Path(args.out), entry, overrides, tag="compare")
+    if result.returncode != 0:
+        raise SystemExit(f"error: the irreducible-loss model failed (exit {result.returncode}); see {model_dir}.log")
+    command = [sys.executable, "-m", "efficient_bert", "extract-il", "--model", str(model_dir / "hf"),
+               "--tokenizer", args.tokenizer, "--data_local", args.data, "--split", "train", "--seed", str(seed),
+               "--epochs", str(args.il_epochs), "--out", str(losses)]
+    print(f"[compare] irreducible losses, seed {seed}: {shlex.join(command)}", flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit("error: extracting the irreducible losses failed (its output is above)")
+
+
+def glue_command(args: argparse.Namespace, row: Row) -> list[str]:
+    return [sys.executable, "-m", "efficient_bert", "finetune", args.glue_yaml, f"checkpoint={row.folder / 'hf'}",
+            f"glue_dir={args.glue_dir}", f"results_dir={row.folder / 'glue'}", "resume=true", *args.glue_override]
+
+
+def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any], outcome: Outcome) -> None:
+    """Pretrain each row, fine-tune it in the background, record it; within the time limit."""
+    from efficient_bert.tools.experiments import RunSpec, run_config, single_process_launcher
+
+    started = time.monotonic()
+    deadline = started + 60 * args.time_limit if args.time_limit else None
+    entry = [*(args.launcher or single_process_launcher(module=True)), "efficient_bert.pretrain"]
+    env = rec.environment()
+    history = list(rec.all_records(args.records))
+    queue = GlueQueue(args.glue_concurrent)
+    pending: dict[str, rec.Record] = {}
+
+    def collect(block: bool) -> None:
+        for name, code_, seconds, command in queue.finished(block):
+            record = pending.pop(name)
+            folder = Path(args.out) / rec.budget_folder(record.hours) / name
+            if code_ != 0 or not (folder / "glue" / "results.json").is_file():
+                print(f"[compare] GLUE {name} failed (exit {code_}); see {folder}.glue.log", flush=True)
+                outcome.failed.append(f"{rec.budget_folder(record.hours)}/{name} (GLUE)")
+                continue
+            record.glue = glue_result(folder, command, seconds)
+            path = rec.save(record, args.records)
+            history.append(record)
+            outcome.recorded.append(f"{rec.budget_folder(record.hours)}/{name}")
+            print(f"[compare] recorded {path} (GLUE average {record.glue['average']})", flush=True)
+
+    for row in rows:
+        collect(block=False)
+        key = f"{rec.budget_folder(row.hours)}/{row.name}"
+        pretrain_s, glue_s = estimate(row, history, env["gpu"], bool(args.glue_dir))
+        if deadline is not None and time.monotonic() + pretrain_s + glue_s > deadline:
+            outcome.left.append(f"{key} (needs about {(pretrain_s + glue_s) / 60:.1f} min, "
+                                f"{max(0.0, deadline - time.monotonic()) / 60:.1f} left)")
+            continue
+        if uses_rho(row.method):
+            prepare_il(args, entry, row.seed)
+        begin = time.monotonic()
+        result = run_config(RunSpec(row.name, row.yamls), row.folder.parent, entry, row.overrides, tag="compare")
+        if result.returncode != 0 or result.eval_loss is None:
+            outcome.failed.append(key)
+            continue
+        record = rec.Record(row.method, row.hours, row.seed, row.fingerprint, row.inputs, code, env,
+                            {**asdict(result), "curve": curve(row.folder),
+                             "wall_seconds": round(time.monotonic() - begin, 1)})
+        if args.glue_dir:
+            pending[row.name] = record
+            queue.submit(row.name, glue_command(args, row), row.folder.parent / f"{row.name}.glue.log")
+        else:
+            path = rec.save(record, args.records)
+            history.append(record)
+            outcome.recorded.append(key)
+            print(f"[compare] recorded {path}", flush=True)
+    collect(block=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    code = code_version(args.code_commit)
+    try:
+        rows = plan(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    records = Path(args.records)
+    todo, valid, stale = triage(rows, records, code, args.strict_code)
+    outcome = Outcome(reused=[f"{rec.budget_folder(r.hours)}/{r.name}" for r, _ in valid])
+    for row, old in valid:
+        other = "" if code_matches(old, code) else f" (trained by other code: {old.code.get('commit')})"
+        print(f"[compare] {rec.budget_folder(row.hours)}/{row.name}: recorded {old.recorded_at}{other}", flush=True)
+    if stale:
+        lines = [f"{rec.budget_folder(r.hours)}/{r.name}: " + "; ".join(d[:4]) + (" ..." if len(d) > 4 else "")
+                 for r, _, d in stale]
+        if not args.rerun_stale:
+            print("error: these records were made with other inputs than this command's:\n  " + "\n  ".join(lines)
+                  + "\nrun the command that made them, or pass --rerun-stale to train these rows again (the old "
+                  f"records move to {records / rec.SUPERSEDED})", file=sys.stderr)
+            return 2
+        for row, old, _ in stale:
+            print(f"[compare] set aside {rec.set_aside(records, old)}", flush=True)
+        again = {id(r) for r in todo} | {id(r) for r, _, _ in stale}
+        todo = [r for r in rows if id(r) in again]
+    if args.dry_run:
+        env_gpu = rec.environment()["gpu"]
+        history = list(rec.all_records(records))
+        for row in todo:
+            p, g = estimate(row, history, env_gpu, bool(args.glue_dir))
+            print(f"[compare] would run {rec.budget_folder(row.hours)}/{row.name}: about {(p + g) / 60:.1f} min",
+                  flush=True)
+        return 0
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    execute(todo, args, code, outcome)
+    for label, names in (("reused", outcome.reused), ("recorded", outcome.recorded), ("failed", outcome.failed),
+                         ("left for a later slice", outcome.left)):
+        if names:
+            print(f"[compare] {label}: {', '.join(names)}", flush=True)
+    return 1 if outcome.failed else 0
