@@ -13,7 +13,7 @@ python convert_c4.py --in_root data/sample --out_root "$run_dir/mds" --splits tr
   --tokenizer "$run_dir/tokenizer" --concat_tokens 128
 echo "== [3/4] pretraining (yamls/demo.yaml)"
 if command -v composer >/dev/null 2>&1; then launch=(composer main.py); else launch=(python main.py); fi
-"${launch[@]}" yamls/demo.yaml variables.tokenizer="$run_dir/tokenizer" variables.data="$run_dir/mds" \
+"${launch[@]}" yamls/demo.yaml variables.tokenizer="$run_dir/tokenizer" variables.data_local="$run_dir/mds" \
   variables.run_dir="$run_dir" run_name="$(basename "$run_dir")"
 echo "== [4/4] fine-tuning on the bundled SST-2 slice, 3 seeds (yamls/finetune/demo.yaml)"
 python -m efficient_bert finetune yamls/finetune/demo.yaml variables.run_dir="$run_dir"

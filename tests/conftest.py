@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
-from composer.core import Callback, Event
+# Everything the session writes to the temp folder goes into one folder of its own, removed when the
+# session passes: pytest's tmp_path folders, what subprocesses leave (multiprocessing's pymp-*,
+# Composer's symlink files, streaming's file locks, a killed run's leftovers) and torch's inductor
+# cache, which importing Composer creates. Set before those imports, so that they see it.
+SESSION_TEMP = Path(tempfile.mkdtemp(prefix="efficient-bert-tests-"))
+os.environ["TMPDIR"] = tempfile.tempdir = str(SESSION_TEMP)
+
+import pytest  # noqa: E402
+from composer.core import Callback, Event  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0:  # a failed session keeps its folders to look into
+        shutil.rmtree(SESSION_TEMP, ignore_errors=True)
+    else:
+        print(f"\nthe session's temp folder is kept: {SESSION_TEMP}")
+
 SAMPLE = ROOT / "data" / "sample"
 TINY_YAML = ROOT / "yamls" / "tiny-cpu.yaml"
 
@@ -22,7 +40,7 @@ def tiny_run(tokenizer_dir, data, *overrides, methods=()):
     from efficient_bert.pretrain.schema import load_config
 
     yamls = [TINY_YAML, *(ROOT / "yamls" / "methods" / m for m in methods)]
-    return build_trainer(load_config(yamls, [f"tokenizer.path={tokenizer_dir}", f"variables.data={data}",
+    return build_trainer(load_config(yamls, [f"tokenizer.path={tokenizer_dir}", f"variables.data_local={data}",
                                              "eval_at_start=false", *overrides]))
 
 

@@ -201,7 +201,7 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
     # step 1: the IL model trains on the holdout split with the normal trainer
     il_run = tmp_path / "il"
     assert train([str(ROOT / "yamls" / "tiny-cpu.yaml"), str(ROOT / "yamls" / "methods" / "rho-il-model.yaml"),
-                  f"tokenizer.path={tokenizer_dir}", f"variables.data={mds}", f"save_folder={il_run}",
+                  f"tokenizer.path={tokenizer_dir}", f"variables.data_local={mds}", f"save_folder={il_run}",
                   "eval_at_start=false", "max_duration=4ba",
                   "save_interval=4ba"]) == 0
     # step 2: its loss on every training sample, by sample id

@@ -103,7 +103,7 @@ def test_calibration_file_is_read_and_checked(tmp_path):
     from efficient_bert.budget.calibrate import load_rst_factor
 
     path = tmp_path / "rst.json"
-    with pytest.raises(FileNotFoundError, match="efficient_bert.budget.calibrate --out"):
+    with pytest.raises(FileNotFoundError, match="efficient-bert calibrate --out"):
         load_rst_factor(path)
     path.write_text(json.dumps({"rst_factor": 0.25}))
     assert load_rst_factor(path) == 0.25
@@ -172,7 +172,8 @@ def test_budget_config_errors_name_the_fix(tmp_path, tokenizer_dir):
 
 
 def test_calibrate_writes_the_factor_of_the_reference_workload(tmp_path, capsys):
-    from efficient_bert.budget.calibrate import REFERENCE_SECONDS, load_rst_factor, main
+    from efficient_bert.budget.calibrate import load_rst_factor, main
+    from efficient_bert.budget.reference_workload import REFERENCE_SECONDS
 
     out = tmp_path / "rst.json"
     assert main(["--size", "tiny", "--steps", "1", "--out", str(out)]) == 0

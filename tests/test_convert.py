@@ -127,3 +127,25 @@ def test_cli_with_workers_matches_single_process(tmp_path, tokenizer_dir, token_
     assert len(a) == len(b) and all((x == y).all() for x, y in zip(a, b))
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode != 0 and "pass --overwrite" in again.stderr
+
+
+def test_overwrite_with_bad_input_keeps_the_old_split_and_a_failed_run_does_not_block_the_next(tmp_path):
+    out = tmp_path / "mds"
+    convert(["validation"], str(out), in_root=str(SAMPLE), max_docs=7)
+    bad = tmp_path / "in" / "c4-validation.00000.json"
+    bad.parent.mkdir()
+    bad.write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(BadInputError, match="c4-validation.00000.json:2: not valid JSON"):
+        convert(["validation"], str(out), in_root=str(bad.parent), overwrite=True)
+    assert len(read_column(out, "validation", "text")) == 7  # the earlier split, intact
+    assert sorted(p.name for p in out.iterdir()) == ["validation"]  # no partial output left behind
+    bad.write_text('{"text": "fine"}\n{"text": "fixed"}\n')
+    convert(["validation"], str(out), in_root=str(bad.parent), overwrite=True)
+    assert read_column(out, "validation", "text") == ["fine", "fixed"]
+
+
+def test_a_mistyped_split_is_refused_before_any_split_is_converted(tmp_path):
+    with pytest.raises(BadInputError, match=r"^no input files for split 'val' under .* \(looked for names "
+                                            r"containing 'val' with a supported suffix, or a 'val/' directory\)$"):
+        convert(["train", "val"], str(tmp_path / "out"), in_root=str(SAMPLE))
+    assert not (tmp_path / "out").exists()

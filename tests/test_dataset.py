@@ -134,7 +134,7 @@ def test_a_truncated_compressed_shard_fails_within_seconds_naming_it(tmp_path, t
     zipped = mds / "train" / "shard.00000.mds.zstd"
     zipped.write_bytes(zipped.read_bytes()[:50_000])
     start = time.monotonic()
-    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data={mds}", f"save_folder={tmp_path / 'run'}",
+    done = run_main(TINY, f"tokenizer.path={tokenizer_dir}", f"variables.data_local={mds}", f"save_folder={tmp_path / 'run'}",
                     f"train_loader.num_workers={workers}", timeout=120)
     assert done.returncode == 2 and time.monotonic() - start < 60
     last = done.stderr.strip().splitlines()[-1]
@@ -153,8 +153,10 @@ def test_token_ids_outside_the_vocabulary_are_caught_where_they_are_read(tmp_pat
         w.write({"tokens": np.array([10, 11, 5000, 12], dtype=np.int32)})
     with StreamingTextDataset(tokenizer, 64, local=str(tmp_path), split="train") as ds:
         assert ds[0]["input_ids"].max() == 73
-        with pytest.raises(CorruptShardError, match=f"sample 1 holds token ids from 10 to 5000, outside the "
-                                                    f"tokenizer's vocabulary of {len(tokenizer)} .*shard 0 "):
+        with pytest.raises(CorruptShardError, match=f"^sample 1 holds token ids from 10 to 5000, outside the "
+                                                    f"tokenizer's vocabulary of {len(tokenizer)}: shard 0 .* was "
+                                                    "written with another tokenizer: point the run at that one, "
+                                                    "or convert the corpus again with this one$"):
             ds[1]
 
 

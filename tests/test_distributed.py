@@ -32,8 +32,9 @@ def launcher_command(nproc: int, *args: str, cwd: Path, port: int) -> list[str]:
 # runs a command with a private /dev/shm, like a second machine's
 OWN_SHM = ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none /dev/shm && exec "$@"',
            "sh"]
-# one thread per process: two processes of two threads each on two cores ran 14% slower
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+def rank_env(**extra: str) -> dict[str, str]:
+    # one thread per process: two processes of two threads each on two cores ran 14% slower
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **extra}
 
 
 def spawn_ranks(nproc: int, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -43,8 +44,8 @@ def spawn_ranks(nproc: int, *args: str, cwd: Path, timeout: int = 300) -> subpro
     ``cwd``, as there."""
     port, procs = free_port(), []
     for rank in range(nproc):
-        env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
-               "LOCAL_WORLD_SIZE": str(nproc), "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = rank_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
+                       NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         with open(cwd / f"rank{rank}.stdout", "w") as out, open(cwd / f"rank{rank}.stderr", "w") as err:
             procs.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=err))
     deadline = time.monotonic() + timeout
@@ -63,7 +64,7 @@ def assert_clean_exit(result: subprocess.CompletedProcess, cwd: Path) -> None:
 
 
 def tiny_run(data: Path, tokenizer_dir: Path, save: Path, *extra: str) -> list[str]:
-    return ["main.py", "yamls/tiny-cpu.yaml", f"variables.data={data}", f"tokenizer.path={tokenizer_dir}", "device=cpu",
+    return ["main.py", "yamls/tiny-cpu.yaml", f"variables.data_local={data}", f"tokenizer.path={tokenizer_dir}", "device=cpu",
             f"save_folder={save}", "max_duration=12ba", "eval_interval=6ba", "save_interval=12ba",
             "global_train_batch_size=16", *extra]
 
@@ -135,7 +136,7 @@ def test_two_nodes_simulated_on_one_host(tmp_path, tokenizer_dir, token_mds):
                                *run, cwd=tmp_path / f"node{node}", port=port)
         if node == 1:
             cmd = OWN_SHM + cmd
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]

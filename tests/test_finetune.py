@@ -268,7 +268,7 @@ def test_tiny_finetune_beats_the_majority_class_on_sst2(tmp_path, random_init_ch
 
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [False, True])
-def test_suite_starts_from_a_finetuned_model_and_reports(tmp_path, random_init_checkpoint, parallel):
+def test_suite_starts_from_a_finetuned_model_and_reports(tmp_path, random_init_checkpoint, parallel, capsys):
     """SST-2 first, then STS-B-format data (real SST-2 sentences, score = 5 x label) from the SST-2 model,
     whose 2-label head is replaced by a 1-output regression head. ``parallel`` runs one process per job
     slot, two slots on one GPU id as compare packs GLUE on one GPU (here CPU processes)."""
@@ -311,6 +311,9 @@ progress_bar: false
     assert all(math.isfinite(v) for v in summary["tasks"]["stsb"]["median"]["dev"].values())
     report = (results / "results.md").read_text()
     assert "| sst2 | dev | accuracy |" in report and "**GLUE average** (2 tasks" in report
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[efficient-bert] sst2 seed")]
+    assert [line.rsplit(" (", 1)[0] for line in said] == [  # one line as each job ends, with its score
+        f"[efficient-bert] sst2 seed {s}: dev accuracy {100 * a:.2f}" for s, a in zip((3, 4), accs)]
     if parallel:  # both seeds of each task ran as jobs of their own, side by side on the one GPU id
         assert all((results / t / f"seed-{s}" / "log.txt").is_file() for t in ("sst2", "stsb") for s in (3, 4))
     # a second run refuses to replace the results; resume keeps them and reruns nothing

@@ -191,8 +191,8 @@ def test_optimizer_state_round_trips_through_a_composer_checkpoint(tmp_path, tok
     run.fit()
     saved = run.trainer.state.optimizers[0].state_dict()
     run.close()
-    resumed = build_run(tmp_path, tokenizer_dir, token_mds, f"save_folder={tmp_path / 'b'}", "max_duration=3ba",
-                        f"load_path={tmp_path / 'a' / 'ep0-ba3-rank0.pt'}", methods=[method])
+    resumed = build_run(tmp_path, tokenizer_dir, token_mds, f"save_folder={tmp_path / 'b'}", "max_duration=4ba",
+                        f"load_path={tmp_path / 'a' / 'ep0-ba3-rank0.pt'}", methods=[method])  # to train on
     loaded = resumed.trainer.state.optimizers[0].state_dict()
     assert type(resumed.trainer.state.optimizers[0]).__name__ == {"lion.yaml": "Lion", "sophiag.yaml": "SophiaG",
                                                                   "lamb.yaml": "Lamb", "adafactor.yaml": "Adafactor"}[method]

@@ -93,3 +93,15 @@ def test_every_run_writes_its_metrics_file_and_tensorboard(tmp_path, tokenizer_d
     floors = {r["metrics/eval/UnigramEntropy"] for r in evals}
     assert len(floors) == 1 and record.unigram_floor == floors.pop()
     assert record.trained_tokens == 8 * 16 * 64  # every drawn row was trained (no selection method)
+
+
+def test_runs_of_one_name_are_labelled_by_their_folder(tmp_path):
+    import shutil
+
+    for folder in ("first", "second", "other/second"):
+        shutil.copytree(RUNS / "baseline", tmp_path / folder)
+    summary = report([tmp_path / "first", tmp_path / "second"], tmp_path / "out")
+    assert [r["run"] for r in summary["rows"]] == ["first", "second"]  # both are "tiny-baseline" in run.json
+    assert "| second |" in (tmp_path / "out" / "report.md").read_text()
+    summary = report([tmp_path / "second", tmp_path / "other" / "second"], tmp_path / "out2")
+    assert [r["run"] for r in summary["rows"]] == [str(tmp_path / "second"), str(tmp_path / "other" / "second")]

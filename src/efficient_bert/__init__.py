@@ -20,9 +20,10 @@ _MODULES = {
                                   "apply_layer_stacking", "apply_rho_loss", "apply_selective_backprop",
                                   "apply_sophia_hessian", "extract_irreducible_losses"],
     "efficient_bert.optim": ["Lamb", "Lion", "SophiaG", "decoupled_adamw", "param_groups"],
-    "efficient_bert.budget": ["BudgetEarlyStop", "BudgetEvalInterval", "BudgetSchedule", "TimeMarkerExport",
-                              "TrainingBudget", "extra_forward", "find_budget", "run_progress"],
-    "efficient_bert.callbacks": ["ConsoleLog", "EvalHistory", "HFExport", "MetricsFile", "NaNGuard", "ReplicaCheck"],
+    "efficient_bert.budget": ["BudgetEarlyStop", "BudgetEvalInterval", "BudgetSchedule", "EvalInterval",
+                              "TimeMarkerExport", "TrainingBudget", "extra_forward", "find_budget", "run_progress"],
+    "efficient_bert.callbacks": ["CheckpointOnSignal", "ConsoleLog", "EvalHistory", "HFExport", "MetricsFile",
+                                 "NaNGuard", "ReplicaCheck"],
     "efficient_bert.data": ["MLMCollator", "StreamingTextDataset", "build_mlm_dataloader", "load_tokenizer",
                             "train_wordpiece"],
 }

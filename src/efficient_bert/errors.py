@@ -1,7 +1,8 @@
 """The errors a user can fix, and how their messages name the fix."""
 
 import difflib
-from typing import Iterable
+import errno
+from typing import Iterable, Optional
 
 
 class ArgumentError(ValueError):
@@ -24,3 +25,15 @@ def nearest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def disk_full(exc: BaseException) -> Optional[OSError]:
+    """The "No space left on device" error behind ``exc``, if one is: torch's checkpoint writer reports
+    a full disk as a RuntimeError about file positions, raised while handling the OSError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -5,6 +5,9 @@ Here, apart from the callbacks that write them, so that readers (``efficient-ber
 import Composer.
 """
 
+import json
+from pathlib import Path
+
 METRICS_FILE = "metrics.jsonl"  # one JSON line per logged batch (callbacks.metrics_file)
 RUN_FILE = "run.json"  # the run's resolved configuration
 EVAL_HISTORY_FILE = "eval_history.json"  # every evaluation's metrics (callbacks.eval_history)
@@ -15,3 +18,17 @@ BUDGET_WALL_HOURS = "budget/wall_hours"  # training time on this machine
 BUDGET_RST_HOURS = "budget/rst_hours"  # in reference-system time
 BUDGET_REFERENCE_HOURS = "budget/reference_hours"  # charged by the reference clock (only with one)
 BUDGET_COMPILE_SECONDS = "budget/compile_seconds"  # torch.compile time the budget left out
+
+
+def trained_batches(folder: Path) -> int:
+    """The last batch that the run recorded in ``folder`` reached, by its metrics file: 0 for a run that
+    trained nothing (one that failed at its first step leaves only its evaluation at batch 0)."""
+    path = Path(folder) / METRICS_FILE
+    last = 0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                last = max(last, int(json.loads(line).get("batch", 0)))
+            except (ValueError, AttributeError, TypeError):
+                continue  # a line cut off by a killed run
+    return last

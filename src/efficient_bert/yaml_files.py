@@ -93,6 +93,7 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
     (``scheduler.alpha_f=0.1``) edit it.
     """
     paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
+    check_variables(paths, overrides)
     user = merge_user_layers(paths, overrides, replaced_sections)
     source = " + ".join(str(p) for p in paths)
     check_keys(user, schema)
@@ -110,4 +111,29 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         message = str(exc.msg if hasattr(exc, "msg") else exc).splitlines()[0]  # omegaconf appends its own context
-        raise ConfigError(f"{source}: invalid value{' for ' + key if key else ''}: {message}") from exc
+        raise ConfigError(f"{origin(key, overrides, source)}: invalid value{' for ' + key if key else ''}: "
+                          f"{message}") from exc
+
+
+def origin(key: Optional[str], overrides: Sequence[str], source: str) -> str:
+    """Where a key's value came from, for an error message: its override, else the YAML files."""
+    given = [o for o in overrides if key and o.split("=", 1)[0].strip() == key]
+    return f"the override {given[-1]}" if given else source
+
+
+def check_variables(paths: Sequence[Path], overrides: Sequence[str]) -> None:
+    """An override of ``variables.<name>`` must name a variable the YAML files define: another name
+    would be set and never read, and the run would silently use the default it meant to change."""
+    defined: set[str] = set()
+    for path in paths:
+        layer = load_yaml(path)
+        if isinstance(layer, DictConfig) and isinstance(layer.get("variables"), DictConfig):
+            defined.update(str(k) for k in layer["variables"])
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if key.startswith("variables."):
+            name = key.split(".")[1]
+            if name not in defined:
+                known = ", ".join(sorted(defined)) or "none"
+                raise ConfigError(f"{key}: no YAML file of this run defines the variable '{name}'"
+                                  f"{nearest(name, defined)}; the variables are: {known}")

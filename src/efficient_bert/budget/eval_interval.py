@@ -1,14 +1,42 @@
-"""When to evaluate, in fractions of the training budget, denser at its start and end
-(academic-budget-bert's ``--validation_begin_proportion`` / ``--validation_end_proportion``)."""
+"""When to evaluate: every fixed interval (:class:`EvalInterval`), or in fractions of the training
+budget, denser at its start and end (:class:`BudgetEvalInterval`, academic-budget-bert's
+``--validation_begin_proportion`` / ``--validation_end_proportion``).
+
+Both make the last evaluation at the last step, before that step's checkpoint is written. Composer's
+own interval makes it after the fit ends, once the final checkpoint is on disk: that checkpoint
+then lacks the last evaluation, so a resumed or extended run loses it, and a run killed during it
+cannot finish it.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Union
 
-from composer.core import Event, State
+from composer.core import Event, State, Time
+from composer.utils.misc import create_interval_scheduler
 
 from efficient_bert.budget.training_budget import find_budget
 from efficient_bert.progress import run_progress
+
+
+class EvalInterval:
+    """An ``eval_interval`` callable for Composer's Trainer: every ``interval`` (``"500ba"``, ``"1ep"``,
+    ``"10000000tok"`` ...) and at the end of training, at the last step (or the last epoch's end)."""
+
+    def __init__(self, interval: Union[str, int, Time[Any]]):
+        self.periodic = create_interval_scheduler(interval, include_end_of_training=False, checkpoint_events=False)
+        self.evaluated_batch: Optional[int] = None
+
+    def __call__(self, state: State, event: Event) -> bool:
+        if event not in (Event.BATCH_END, Event.EPOCH_END):
+            return False
+        batch = int(state.timestamp.batch)
+        elapsed = state.get_elapsed_duration()
+        due = self.periodic(state, event) or (elapsed is not None and elapsed >= 1.0)
+        if not due or batch == self.evaluated_batch:  # the last step may also end an interval or the epoch
+            return False
+        self.evaluated_batch = batch
+        return True
 
 
 class BudgetEvalInterval:

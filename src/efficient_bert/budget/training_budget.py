@@ -72,9 +72,8 @@ class TrainingBudget(BudgetProgress):
         if clock not in CLOCKS:
             raise ValueError(f"budget clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
         if clock == "rst" and not (rst_factor and rst_factor > 0):
-            raise ValueError("an RST budget needs the machine's rst_factor: run "
-                             "`python -m efficient_bert.budget.calibrate` "
-                             "and pass its file as budget.calibration")
+            raise ValueError("an RST budget needs the machine's rst_factor: run `efficient-bert calibrate --out "
+                             "FILE` and pass its file as budget.calibration")
         if clock == "reference" and cost_table is None:
             raise ValueError("the reference clock charges prices from a cost table: measure one with "
                              "`efficient-bert calibrate --cost-table` and pass its file as budget.cost_table")

@@ -1,7 +1,9 @@
 """Composer callbacks: HF export, evaluation history, the metrics file, the console line, non-finite
-loss guard, data-parallel replica check, mid-epoch RNG restore, trained-token counts, the speed monitor.
+loss guard, data-parallel replica check, mid-epoch RNG restore, trained-token counts, the speed monitor,
+a checkpoint on SIGTERM.
 The budget's callbacks live in :mod:`efficient_bert.budget`."""
 
+from efficient_bert.callbacks.checkpoint_on_signal import CheckpointOnSignal, RunInterrupted
 from efficient_bert.callbacks.console import ConsoleLog
 from efficient_bert.callbacks.eval_history import EvalHistory
 from efficient_bert.callbacks.hf_export import HFExport
@@ -13,6 +15,6 @@ from efficient_bert.callbacks.resume import RestoreRNGMidEpoch
 from efficient_bert.callbacks.speed_monitor import SpeedMonitor
 from efficient_bert.callbacks.trained_counts import TrainedCounts
 
-__all__ = ["METRICS_FILE", "ConsoleLog", "EvalHistory", "HFExport", "MetricsFile", "NaNGuard", "NonFiniteLossError",
-           "ReplicaCheck", "ReplicaDivergenceError", "RestoreRNGMidEpoch", "SpeedMonitor", "TrainedCounts",
-           "WritesOutputs"]
+__all__ = ["METRICS_FILE", "CheckpointOnSignal", "ConsoleLog", "EvalHistory", "HFExport", "MetricsFile", "NaNGuard",
+           "NonFiniteLossError", "ReplicaCheck", "ReplicaDivergenceError", "RestoreRNGMidEpoch", "RunInterrupted",
+           "SpeedMonitor", "TrainedCounts", "WritesOutputs"]

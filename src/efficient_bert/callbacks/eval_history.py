@@ -10,13 +10,16 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from efficient_bert.files import write_text_atomically
+
 
 class EvalHistory(Callback):
     """Records ``{batch, tokens, <evaluator>/<metric>: value}`` after each evaluation.
 
     With ``path`` set, rank 0 rewrites that JSON file after every evaluation, so the curve survives a
     killed run. The records are part of every checkpoint: a resumed run starts from the evaluations
-    made up to its checkpoint and drops those of the abandoned steps after it.
+    made up to its checkpoint and, once it trains, drops those of the abandoned steps after it (a
+    resume refused before training changes nothing).
     """
 
     def __init__(self, path: Optional[str] = None):
@@ -34,7 +37,7 @@ class EvalHistory(Callback):
     def _write(self) -> None:
         if self.path is not None and dist.get_global_rank() == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.records, indent=1) + "\n")
+            write_text_atomically(self.path, json.dumps(self.records, indent=1) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
         # one string: sharded (FSDP) checkpoints would flatten a list of dicts, and a resumed run's
@@ -43,7 +46,10 @@ class EvalHistory(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = json.loads(state.get("records", "[]"))
-        self._write()
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if int(state.timestamp.batch) > 0:  # resumed: the file as of the checkpoint
+            self._write()
 
     def series(self, key: str) -> list[float]:
         return [r[key] for r in self.records if key in r]

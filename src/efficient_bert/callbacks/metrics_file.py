@@ -18,16 +18,18 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-from efficient_bert.run_files import METRICS_FILE, RUN_FILE
+from efficient_bert.files import write_text_atomically
+from efficient_bert.run_files import METRICS_FILE, RUN_FILE, trained_batches
 
 
 class MetricsFile(LoggerDestination):
-    """Writes ``<folder>/metrics.jsonl`` (rank 0). A fresh run refuses a folder that already holds
-    metrics unless ``overwrite``; a resumed run (starting past batch 0) appends. ``run.json`` gets
-    the hyper-parameters.
+    """Writes ``<folder>/metrics.jsonl`` (rank 0). A fresh run refuses a folder that already holds the
+    metrics of a run that trained unless ``overwrite``; a resumed run (starting past batch 0) appends.
+    ``run.json`` gets the hyper-parameters.
 
-    Every checkpoint records how many rows the file held when it was saved, so a run resumed from it
-    first drops the rows of the steps it will redo: the file then reads as if the run never stopped."""
+    Every checkpoint records how many rows the file held when it was saved and the row being filled,
+    so a run resumed from it first drops the rows of the steps it will redo: the file then reads as if
+    the run never stopped."""
 
     def __init__(self, folder: str, overwrite: bool = False):
         self.folder = Path(folder)
@@ -38,29 +40,49 @@ class MetricsFile(LoggerDestination):
         self._handle = None
         self._rows_written = 0
         self._rows_to_keep: Optional[int] = None  # from the checkpoint a resumed run loaded
+        self._hyperparameters: dict[str, Any] = {}
+        self._run_file_written = False
+
+    def _resumed(self) -> bool:
+        return self._state is not None and int(self._state.timestamp.batch) > 0
 
     def init(self, state: State, logger: Logger) -> None:
         self._state = state
 
     def _open(self) -> None:
         # opened at the first row, which may come before fit (eval_at_start)
-        resumed = self._state is not None and int(self._state.timestamp.batch) > 0
-        if self.path.exists() and self.path.stat().st_size and not resumed and not self.overwrite:
+        resumed = self._resumed()
+        # a run that trained nothing (failed at its first step) leaves nothing to keep
+        if not resumed and not self.overwrite and trained_batches(self.folder) > 0:
             raise FileExistsError(f"{self.path} already holds a run's metrics; choose another save_folder or "
                                   "set save_overwrite=true")
+        if not self._run_file_written:
+            self._write_run_file()
         self.folder.mkdir(parents=True, exist_ok=True)
         if resumed and self._rows_to_keep is not None and self.path.exists():
             kept = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[: self._rows_to_keep]
-            self.path.write_text("".join(kept), encoding="utf-8")
+            write_text_atomically(self.path, "".join(kept))
             self._rows_written = len(kept)
         self._handle = open(self.path, "a" if resumed else "w", encoding="utf-8")
 
     def log_hyperparameters(self, hyperparameters: dict[str, Any]) -> None:
-        if dist.get_global_rank() == 0:  # Composer logs some of its own too: merge
+        # Composer logs some of its own too. Kept until the run starts: a resume refused before it
+        # (a finished run) leaves run.json as it was
+        self._hyperparameters.update(hyperparameters)
+        if self._run_file_written:
+            self._write_run_file()
+
+    def _write_run_file(self) -> None:
+        if dist.get_global_rank() == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / RUN_FILE
-            merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **hyperparameters}
-            path.write_text(json.dumps(merged, indent=1, default=str))
+            earlier = json.loads(path.read_text()) if path.is_file() and self._resumed() else {}
+            write_text_atomically(path, json.dumps({**earlier, **self._hyperparameters}, indent=1, default=str))
+        self._run_file_written = True
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if not self._run_file_written:
+            self._write_run_file()
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
         if dist.get_global_rank() != 0 or self._state is None:
@@ -85,13 +107,14 @@ class MetricsFile(LoggerDestination):
         self._row = {}
 
     def state_dict(self) -> dict[str, Any]:
-        # called when a checkpoint is saved: the rows logged so far are the run up to that checkpoint
-        if dist.get_global_rank() == 0:
-            self._flush()
-        return {"rows": self._rows_written}
+        # called when a checkpoint is saved: the rows written so far and the row being filled are the
+        # run up to that checkpoint (a row is not cut in two where a checkpoint falls)
+        return {"rows": self._rows_written, "row": json.dumps(self._row)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._rows_to_keep = int(state.get("rows", 0))
+        if dist.get_global_rank() == 0:  # the one process that writes the file
+            self._row = json.loads(state.get("row", "{}"))
 
     def eval_end(self, state: State, logger: Logger) -> None:
         self._flush()  # an evaluation's metrics are a row of their own at that batch

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from efficient_bert.data.corpus import (BadInputError, BadInputStats, find_split_files, is_hf_dataset_dir,
                                         iter_file_documents, iter_hf_documents)
+from efficient_bert.files import replace_folder
 
 CONVERSION_INFO = "conversion.json"
 # written into index.json for every shard: the dataset checks a raw shard against it before reading it
@@ -112,6 +113,11 @@ def _limit(items: Iterable[str], max_docs: Optional[int]) -> Iterator[str]:
         yield item
 
 
+def _no_files(split: str, in_root: Optional[str]) -> BadInputError:
+    return BadInputError(f"no input files for split '{split}' under {in_root} (looked for names containing "
+                         f"'{split}' with a supported suffix, or a '{split}/' directory)")
+
+
 def split_documents(split: str, in_root: Optional[str], files: Optional[Sequence[str]], text_key: str,
                     skip_bad: bool, num_workers: int, report: SplitReport) -> Iterator[str]:
     """The documents of one split, from files or an HF dataset."""
@@ -122,8 +128,7 @@ def split_documents(split: str, in_root: Optional[str], files: Optional[Sequence
         return
     paths = [Path(f) for f in files] if files else find_split_files(Path(in_root), split)
     if not paths:
-        raise BadInputError(f"no input files for split '{split}' under {in_root} (looked for names containing "
-                            f"'{split}' with a supported suffix, or a '{split}/' directory)")
+        raise _no_files(split, in_root)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise BadInputError(f"input file(s) not found: {', '.join(missing)}")
@@ -222,12 +227,19 @@ def convert(splits: Sequence[str], out_root: str, *, in_root: Optional[str] = No
         raise ValueError("--tokenizer and --concat_tokens go together")
     if concat_tokens is not None and concat_tokens < 8:
         raise ValueError(f"--concat_tokens must be at least 8, got {concat_tokens}")
+    vocabulary = None
     if concat_tokens is not None:
-        from efficient_bert.data.tokenizer import load_tokenizer
+        from efficient_bert.data.tokenizer import load_tokenizer, vocabulary_digest
 
-        vocab = len(load_tokenizer(tokenizer))  # fail before any output is written
-        if vocab >= 2**31:
+        loaded = load_tokenizer(tokenizer)  # fail before any output is written
+        if len(loaded) >= 2**31:
             raise ValueError("vocabulary too large for int32 token rows")
+        vocabulary = vocabulary_digest(loaded)
+    local_files = in_root is not None and Path(in_root).is_dir() and not is_hf_dataset_dir(Path(in_root))
+    if local_files:  # a mistyped split is refused before anything is converted
+        empty = [s for s in splits if not find_split_files(Path(in_root), s)]
+        if empty:
+            raise _no_files(empty[0], in_root)
     out = Path(out_root)
     outputs = [(split, split, None) for split in splits]  # (output split, input split, holdout part)
     if holdout_fraction:
@@ -239,22 +251,29 @@ def convert(splits: Sequence[str], out_root: str, *, in_root: Optional[str] = No
                               "choose another --out_root or pass --overwrite to replace it")
     reports = []
     for (split, source, holdout), target in zip(outputs, targets):
-        if target.exists():
-            shutil.rmtree(target)
+        # written beside the target and moved into place only when complete: a failed or killed
+        # conversion leaves the earlier split as it was, and nothing that blocks the next attempt
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
         report = SplitReport(split)
-        docs = split_documents(source, in_root, files, text_key, skip_bad, num_workers, report)
-        if holdout is not None:
-            docs = _part(docs, holdout_fraction, holdout)
-        write_split(docs, target, report, tokenizer=tokenizer, concat_tokens=concat_tokens, max_docs=max_docs,
-                    num_workers=num_workers, compression=compression, size_limit=size_limit)
-        if report.rows == 0:  # nothing to train on: fail here, not at the first step of a run
-            shutil.rmtree(target)
-            short = f" (fewer than the {concat_tokens} tokens of one row)" if concat_tokens and report.documents else ""
-            raise BadInputError(f"split '{split}' has no rows: {report.documents} documents{short} in "
-                                f"{', '.join(report.sources) or in_root}; check the files, --text_key or --splits")
-        info = {**asdict(report), "tokenizer": tokenizer, "concat_tokens": concat_tokens, "text_key": text_key,
-                "holdout_fraction": holdout_fraction if holdout is not None else None}
-        (target / CONVERSION_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        try:
+            docs = split_documents(source, in_root, files, text_key, skip_bad, num_workers, report)
+            if holdout is not None:
+                docs = _part(docs, holdout_fraction, holdout)
+            write_split(docs, partial, report, tokenizer=tokenizer, concat_tokens=concat_tokens, max_docs=max_docs,
+                        num_workers=num_workers, compression=compression, size_limit=size_limit)
+            if report.rows == 0:  # nothing to train on: fail here, not at the first step of a run
+                short = f" (fewer than the {concat_tokens} tokens of one row)" if concat_tokens and report.documents else ""
+                raise BadInputError(f"split '{split}' has no rows: {report.documents} documents{short} in "
+                                    f"{', '.join(report.sources) or in_root}; check the files, --text_key or --splits")
+            info = {**asdict(report), "tokenizer": tokenizer, "tokenizer_vocabulary": vocabulary,
+                    "concat_tokens": concat_tokens, "text_key": text_key,
+                    "holdout_fraction": holdout_fraction if holdout is not None else None}
+            (partial / CONVERSION_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        replace_folder(partial, target)
         reports.append(report)
     return reports
 

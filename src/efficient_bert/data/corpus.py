@@ -124,7 +124,7 @@ def iter_json_documents(path: Path, text_key: str = "text",
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            problem = f"not valid JSON ({exc.msg})"
+            problem = f"not valid JSON ({exc.msg} line {exc.lineno} column {exc.colno})"
         else:
             if isinstance(record, dict) and isinstance(record.get(text_key), str):
                 yield record[text_key]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import copy
 import gc
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,6 +32,23 @@ def corrupt_shard_message(exc: BaseException) -> str:
     marker = f"{CorruptShardError.__name__}: "  # the worker's traceback names the class, maybe with its module
     lines = [line for line in str(exc).splitlines() if marker in line]
     return lines[-1].split(marker, 1)[1] if lines else str(exc)
+
+
+def check_shard_tokenizer(folder: Path, tokenizer: Any) -> None:
+    """Token rows must be read with the tokenizer that wrote them: ``conversion.json`` names it by its
+    vocabulary digest (shards written before it was recorded, or mirrored without it, are not checked)."""
+    from efficient_bert.data.convert import CONVERSION_INFO
+    from efficient_bert.data.tokenizer import vocabulary_digest
+
+    info_path = folder / CONVERSION_INFO
+    if not info_path.is_file():
+        return
+    info = json.loads(info_path.read_text())
+    made_with = info.get("tokenizer_vocabulary")
+    if made_with is not None and made_with != vocabulary_digest(tokenizer):
+        raise ValueError(f"the shards under {folder} hold the ids of the tokenizer {info.get('tokenizer')} (vocabulary "
+                         f"{made_with}), not of this run's (vocabulary {vocabulary_digest(tokenizer)}): point the "
+                         f"tokenizer at {info.get('tokenizer')}, or convert the corpus again with this one")
 
 
 def truncating_encoder(tokenizer: Any, max_seq_len: int) -> Optional[Any]:
@@ -69,6 +87,8 @@ class StreamingTextDataset(StreamingDataset):
             raise FileNotFoundError(f"no MDS index at {index}: convert a corpus first, e.g. "
                               f"`python convert_c4.py --in_root CORPUS --out_root {local} --splits {split or 'train'}`, "
                               "or set `remote` to stream it from object storage")
+        if index.is_file() and not json.loads(index.read_text()).get("shards"):
+            raise ValueError(f"{index} lists no shards: the split is empty; convert a corpus with rows into it")
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **kwargs)
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
@@ -77,6 +97,11 @@ class StreamingTextDataset(StreamingDataset):
         columns = set(self.shards[0].column_names) if self.shards else set()
         if TOKENS_COLUMN in columns:
             self.column = TOKENS_COLUMN
+            try:
+                check_shard_tokenizer(Path(local, split or ""), tokenizer)
+            except ValueError:
+                self.close()
+                raise
         elif TEXT_COLUMN in columns:
             self.column = TEXT_COLUMN
         else:
@@ -92,12 +117,12 @@ class StreamingTextDataset(StreamingDataset):
             ids = self._encoder.encode(text).ids
         return np.asarray(ids, dtype=np.int64)
 
-    def shard_error(self, shard_id: int, what: str) -> CorruptShardError:
+    def shard_error(self, shard_id: int, what: str, fix: Optional[str] = None) -> CorruptShardError:
         shard = self.shards[shard_id]
         files = ", ".join(info.basename for pair in shard.file_pairs for info in pair if info is not None)
-        return CorruptShardError(
-            f"{what}: shard {shard_id} ({files}) under {Path(shard.dirname, shard.split)} is corrupt or incomplete; "
-            "re-run convert_c4.py with --overwrite, or delete the local cache so it is downloaded again")
+        fix = fix or ("is corrupt or incomplete; re-run convert_c4.py with --overwrite, or delete the local cache so "
+                      "it is downloaded again")
+        return CorruptShardError(f"{what}: shard {shard_id} ({files}) under {Path(shard.dirname, shard.split)} {fix}")
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
         """Streaming's download/decompression of a shard; a failure is a :class:`CorruptShardError`.
@@ -171,8 +196,9 @@ class StreamingTextDataset(StreamingDataset):
             ids = np.asarray(sample[TOKENS_COLUMN][: self.max_seq_len], dtype=np.int64)
             if len(ids) and not (0 <= ids.min() and ids.max() < self.vocab_size):
                 raise self.shard_error(shard_id, f"sample {sample_id} holds token ids from {ids.min()} to {ids.max()}, "
-                                                 f"outside the tokenizer's vocabulary of {self.vocab_size} (or the "
-                                                 "shards were written with another tokenizer)")
+                                                 f"outside the tokenizer's vocabulary of {self.vocab_size}",
+                                       "was written with another tokenizer: point the run at that one, or convert "
+                                       "the corpus again with this one")
         else:
             ids = self.tokenize(sample[TEXT_COLUMN])
         return {"input_ids": ids, "sample_id": int(sample_id)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -162,12 +163,15 @@ def load_task_model(job: FinetuneJob, task: Task) -> torch.nn.Module:
         overrides["problem_type"] = "regression"
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # its load report lists the new head's weights, which are expected
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per job, in every log
     try:
         return load_pretrained(job.checkpoint, "sequence_classification", num_labels=task.num_labels, **overrides)
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_job_tokenizer(job: FinetuneJob) -> Any:
@@ -178,6 +182,22 @@ def load_job_tokenizer(job: FinetuneJob) -> Any:
         raise TaskDataError(f"no tokenizer for {job.checkpoint}: a Composer checkpoint carries none; set "
                             "tokenizer: to the tokenizer folder used in pretraining")
     return load_tokenizer(path)
+
+
+def check_tokenizer(model: torch.nn.Module, tokenizer: Any, job: FinetuneJob) -> None:
+    """The tokenizer must be the one the checkpoint was pretrained with, where the checkpoint names it,
+    and never give ids past the model's embedding."""
+    from efficient_bert.data.tokenizer import vocabulary_digest
+
+    trained_with = getattr(model.config, "tokenizer_vocabulary", None)
+    if trained_with is not None and trained_with != vocabulary_digest(tokenizer):
+        raise TaskDataError(f"the tokenizer {job.tokenizer or job.checkpoint} is not the one {job.checkpoint} was "
+                            f"pretrained with (vocabulary {vocabulary_digest(tokenizer)}, not {trained_with}): set "
+                            "tokenizer: to the tokenizer folder used in pretraining")
+    if len(tokenizer) > model.config.vocab_size:
+        raise TaskDataError(f"the tokenizer {job.tokenizer or job.checkpoint} has {len(tokenizer)} ids and the model's "
+                            f"embedding {model.config.vocab_size}: set tokenizer: to the tokenizer folder used in "
+                            "pretraining")
 
 
 def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
@@ -200,7 +220,9 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
         raise TaskDataError(f"{task.name}: no training examples")
 
     reproducibility.seed_all(job.seed)  # the new head's initialisation depends on the seed
-    model = FinetuneModel(load_task_model(job, task), task.kind)
+    module = load_task_model(job, task)
+    check_tokenizer(module, tokenizer, job)
+    model = FinetuneModel(module, task.kind)
     device = job.device or ("gpu" if torch.cuda.is_available() else "cpu")
     precision = job.precision or ("amp_bf16" if device == "gpu" else "fp32")
     batch_size = recipe.batch_size
@@ -252,7 +274,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     job = FinetuneJob.from_json(json.loads(Path(args.job).read_text()))
     source = DataSource(**json.loads(Path(args.source).read_text()))
-    run_job(job, source)
+    try:
+        run_job(job, source)
+    except (TaskDataError, ValueError, FileNotFoundError) as exc:  # the suite shows this line as the job's error
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -53,7 +53,7 @@ class FinetuneConfig:
     average_excludes: list[str] = field(default_factory=lambda: ["wnli"])  # as in BERT
     resume: bool = False  # keep the results of jobs already finished in results_dir
     overwrite: bool = False
-    progress_bar: bool = True
+    progress_bar: Optional[bool] = None  # default: when stderr is a terminal (a bar per job floods a log file)
 
 
 def load_finetune_config(paths: Sequence[str], overrides: Sequence[str] = ()) -> FinetuneConfig:

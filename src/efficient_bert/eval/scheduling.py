@@ -15,6 +15,7 @@ from typing import Any, Optional
 from efficient_bert.eval.finetune_config import FinetuneConfig, recipe_for, source_of
 from efficient_bert.eval.job import MODEL_DIR, FinetuneJob
 from efficient_bert.eval.readers import TaskDataError
+from efficient_bert.eval.summary import job_line
 from efficient_bert.eval.tasks import TASKS, DataSource
 from efficient_bert.errors import ConfigError
 
@@ -42,7 +43,7 @@ def plan(cfg: FinetuneConfig) -> list[FinetuneJob]:
                 tokenizer=cfg.tokenizer if not start else None, recipe=recipe, model_overrides=dict(cfg.model),
                 save_model=name in sources and i == 0, device=cfg.device, precision=cfg.precision,
                 max_train_examples=cfg.max_train_examples, max_eval_examples=cfg.max_eval_examples,
-                progress_bar=cfg.progress_bar))
+                progress_bar=sys.stderr.isatty() if cfg.progress_bar is None else cfg.progress_bar))
     return jobs
 
 
@@ -92,6 +93,20 @@ def slots_of(gpus: list[int], jobs_per_gpu: int) -> list[int]:
     return [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
 
 
+def job_error(log: Path) -> Optional[str]:
+    """The one-line error a failed job printed last (``error: ...``), if it printed one."""
+    if not log.is_file():
+        return None
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+    return lines[-1][len("error: "):] if lines else None
+
+
+def record(results: dict[int, dict[str, Any]], i: int, result: dict[str, Any]) -> None:
+    """Keep a job's result and say it in one line: a suite of many seeds is not minutes of silence."""
+    results[i] = result
+    print(f"[efficient-bert] {job_line(result)}", file=sys.stderr, flush=True)
+
+
 def run_parallel(jobs: list[FinetuneJob], source: DataSource, slots: list[int]) -> dict[int, dict[str, Any]]:
     """One subprocess per job, one job per slot at a time (``slots`` holds each slot's GPU; a GPU may
     appear several times); a job starts when its source is done."""
@@ -108,14 +123,15 @@ def run_parallel(jobs: list[FinetuneJob], source: DataSource, slots: list[int]) 
             if proc.poll() is not None:
                 del running[slot]
                 where = f"{jobs[i].out_dir}/log.txt" + (" and the terminal" if jobs[i].progress_bar else "")
-                results[i] = finished(jobs[i]) or {"task": jobs[i].task, "seed": jobs[i].seed,
-                                                   "error": f"exit code {proc.returncode}; see {where}"}
+                record(results, i, finished(jobs[i]) or {"task": jobs[i].task, "seed": jobs[i].seed,
+                                                         "error": job_error(Path(jobs[i].out_dir) / "log.txt") or
+                                                         f"exit code {proc.returncode}; see {where}"})
         for i in list(pending):
             dep = needs[i]
             if dep is not None and dep in results and "error" in results[dep]:
                 pending.remove(i)
-                results[i] = {"task": jobs[i].task, "seed": jobs[i].seed,
-                              "error": f"its source {jobs[dep].task} failed"}
+                record(results, i, {"task": jobs[i].task, "seed": jobs[i].seed,
+                                    "error": f"its source {jobs[dep].task} failed"})
         for slot in [s for s in range(len(slots)) if s not in running]:
             ready = next((i for i in pending if needs[i] is None or needs[i] in results), None)
             if ready is None:
@@ -142,12 +158,12 @@ def run_serial(jobs: list[FinetuneJob], source: DataSource) -> dict[int, dict[st
     failed_models: set[str] = set()
     for i, job in enumerate(jobs):
         if job.checkpoint in failed_models:
-            results[i] = {"task": job.task, "seed": job.seed, "error": "its source task failed"}
+            record(results, i, {"task": job.task, "seed": job.seed, "error": "its source task failed"})
             continue
         try:
-            results[i] = run_job(job, source)
+            record(results, i, run_job(job, source))
         except (TaskDataError, ValueError, FileNotFoundError) as exc:
             if job.save_model:
                 failed_models.add(model_dir(job))
-            results[i] = {"task": job.task, "seed": job.seed, "error": f"{type(exc).__name__}: {exc}"}
+            record(results, i, {"task": job.task, "seed": job.seed, "error": f"{type(exc).__name__}: {exc}"})
     return results

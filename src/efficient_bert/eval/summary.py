@@ -38,6 +38,16 @@ def summarize(results: Sequence[dict[str, Any]], excludes: Sequence[str] = ("wnl
     return {"tasks": tasks, "averages": averages, "excluded_from_average": list(excludes)}
 
 
+def job_line(result: dict[str, Any]) -> str:
+    """One job's outcome: ``sst2 seed 19: dev accuracy 70.07 (10 s)``, or its error."""
+    head = f"{result['task']} seed {result['seed']}"
+    if "error" in result:
+        return f"{head} failed: {result['error']}"
+    scores = "; ".join(f"{split} " + ", ".join(f"{m} {100 * v:.2f}" for m, v in values.items())
+                       for split, values in result["metrics"].items())
+    return f"{head}: {scores} ({result['seconds']:.0f} s)"
+
+
 def to_markdown(summary: dict[str, Any], title: str) -> str:
     lines = [f"# {title}", "",
              "Median over seeds (scores x 100). Majority: always the most frequent training class.", "",

@@ -11,6 +11,7 @@ from composer.metrics.nlp import LanguageCrossEntropy
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
+from efficient_bert.data.tokenizer import vocabulary_digest
 from efficient_bert.model.flops import mlm_training_flops
 from efficient_bert.model.layer_plan import find_layer_plan
 from efficient_bert.model.unigram_floor import UnigramEntropy, original_tokens
@@ -68,6 +69,8 @@ class ComposerMLM(ComposerModel):
         if tokenizer is not None:
             self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
             self.val_metrics["UnigramEntropy"] = UnigramEntropy(module.config.vocab_size)
+            # checkpoints and exports then name the tokenizer they were trained with (fine-tuning checks it)
+            module.config.tokenizer_vocabulary = vocabulary_digest(tokenizer)
 
     @property
     def config(self):

@@ -7,8 +7,9 @@ from typing import Any
 from transformers import BertConfig, BertForMaskedLM
 from transformers.models.bert.modeling_bert import BertLayer
 
-from efficient_bert.model.composer_mlm import ComposerMLM
 from efficient_bert.errors import ArgumentError
+from efficient_bert.model.composer_mlm import ComposerMLM
+from efficient_bert.model.vocabulary import vocabulary_size
 
 # bert-base-uncased's architecture; YAML keys override any of these.
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -37,7 +38,8 @@ def build_hf_bert(tokenizer: Any, max_seq_len: int = 512, compile: bool = False,
     if config["max_position_embeddings"] < max_seq_len:
         raise ArgumentError("max_position_embeddings", f"{config['max_position_embeddings']} is shorter than "
                                                        f"max_seq_len ({max_seq_len})")
-    module = BertForMaskedLM(hf_bert_config(len(tokenizer), tokenizer.pad_token_id, **config))
+    vocab = vocabulary_size(tokenizer, config.pop("vocab_size", None))
+    module = BertForMaskedLM(hf_bert_config(vocab, tokenizer.pad_token_id, **config))
     module.fsdp_wrap_fn = is_bert_layer  # Composer's FSDP hook: one shard unit per encoder layer
     if compile:
         module.compile()

@@ -22,23 +22,26 @@ from torch.utils.data import DataLoader
 
 from efficient_bert.algorithms import SophiaHessian
 from efficient_bert.algorithms.batch_selection import DrawsCandidatePool
-from efficient_bert.budget import BudgetEarlyStop, BudgetEvalInterval, TimeMarkerExport, TrainingBudget
+from efficient_bert.budget import (BudgetEarlyStop, BudgetEvalInterval, EvalInterval, TimeMarkerExport,
+                                   TrainingBudget, find_budget)
 from efficient_bert.budget.calibrate import load_rst_factor
 from efficient_bert.budget.cost_table import CostTable
-from efficient_bert.callbacks import ConsoleLog, EvalHistory, HFExport, MetricsFile, NaNGuard, ReplicaCheck, TrainedCounts
-from efficient_bert.run_files import EVAL_HISTORY_FILE
+from efficient_bert.callbacks import (CheckpointOnSignal, ConsoleLog, EvalHistory, HFExport, MetricsFile, NaNGuard,
+                                      ReplicaCheck, TrainedCounts)
+from efficient_bert.checkpoint_folder import checkpoints, recover_checkpoints
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.errors import ConfigError, nearest
 from efficient_bert.optim import SophiaG, param_groups
 from efficient_bert.pretrain.checks import (check_components, check_cost_table, check_fresh_save_folder,
-                                            check_packing, check_precision, is_local)
+                                            check_packing, check_precision, check_sizes_and_paths, is_local)
 from efficient_bert.pretrain.components import (ALGORITHMS, CALLBACKS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS,
                                                 replica_check)
 from efficient_bert.pretrain.registry import Registry, config_errors
-from efficient_bert.pretrain.run import Run, close_loaders
+from efficient_bert.pretrain.run import Run, RunFinished, close_loaders
 from efficient_bert.pretrain.schema import BudgetConfig, LoaderConfig, TrainConfig, to_container, train_log_batches
 from efficient_bert.pretrain.trainer import Trainer
+from efficient_bert.run_files import EVAL_HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ def build_eval_interval(cfg: TrainConfig) -> Any:
     """``eval_interval``, or a schedule in fractions of the budget when ``budget.eval_every`` is set."""
     b = cfg.budget
     if b.eval_every is None:
-        return cfg.eval_interval
+        return EvalInterval(cfg.eval_interval)
     with config_errors("budget"):
         return BudgetEvalInterval(b.eval_every, b.eval_begin_proportion, b.eval_end_proportion,
                                   b.eval_every_begin, b.eval_every_end)
@@ -193,14 +196,14 @@ def records_folder(cfg: TrainConfig) -> str:
 def build_callbacks(cfg: TrainConfig, device: Device, world_size: int,
                     records: str) -> tuple[list[Any], EvalHistory]:
     """The YAML's callbacks, the monitors every report needs unless the YAML names them (null switches
-    one off), and the ones every run has: eval history, trained counts, and the replica
-    check in multi-process runs."""
+    one off), and the ones every run has: eval history, trained counts, a checkpoint on SIGTERM, and
+    the replica check in multi-process runs."""
     defaults = {"speed_monitor": {}, "lr_monitor": {}, **({"memory_monitor": {}} if isinstance(device, DeviceGPU)
                                                            else {})}
     sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
     callbacks = build_components(CALLBACKS, sections, "callbacks", save_folder=records)
     history = EvalHistory(str(Path(cfg.save_folder) / EVAL_HISTORY_FILE) if is_local(cfg.save_folder) else None)
-    callbacks += [history, TrainedCounts()]
+    callbacks += [history, TrainedCounts(), CheckpointOnSignal()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
         callbacks.append(replica_check(records))  # one all-gather at the end: replicas must agree
     return callbacks, history
@@ -241,11 +244,14 @@ def build_trainer(cfg: TrainConfig) -> Run:
     """Check the config, then build the run: process group, algorithms, model, optimizer and
     scheduler, callbacks, loggers, data (last: a config error above leaves no dataset behind), trainer."""
     check_components(cfg)
+    check_sizes_and_paths(cfg)
     check_packing(cfg)
     check_fresh_save_folder(cfg)
     # the guard first: a step with a non-finite loss stops before any other callback exports its weights
     callbacks = [NaNGuard(), *build_budget(cfg.budget, cfg.save_folder)]
     device, precision, world_size = init_process_group(cfg)
+    if cfg.autoresume and is_local(cfg.save_folder):
+        resume_from_complete_checkpoint(cfg.save_folder)
     parallelism = build_parallelism(cfg.fsdp, world_size, device.name)
     algorithms, train_rows = build_algorithms(cfg, world_size)
     with config_errors("tokenizer.path"):
@@ -273,13 +279,68 @@ def build_trainer(cfg: TrainConfig) -> Run:
             save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
             load_path=cfg.load_path, autoresume=cfg.autoresume, dist_timeout=cfg.dist_timeout,
         )
+        # before anything is written: a resume refused here changes nothing
+        check_not_finished(trainer, cfg)
+        check_no_later_checkpoints(trainer, cfg)
         for destination in trainer.logger.destinations:
             destination.log_hyperparameters(to_container(cfg))
+    except RuntimeError as exc:
+        close_loaders(loaders)
+        mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), None)
+        if mismatch is None:
+            raise
+        where = cfg.load_path or f"the last checkpoint in {cfg.save_folder}"
+        raise ConfigError(f"load_path: {where} holds another model than this run builds ({mismatch.rstrip('.')}); "
+                          "load it with the model section it was trained with, or start without it") from None
     except BaseException:
         close_loaders(loaders)
         raise
     exporter = next((c for c in callbacks if isinstance(c, HFExport)), None)
     return Run(trainer, history, exporter, cfg.eval_at_start and eval_loader is not None, tuple(loaders))
+
+
+def check_not_finished(trainer: Trainer, cfg: TrainConfig) -> None:
+    """A resumed run that has nothing left to train (max_duration reached, or its budget spent) stops here."""
+    state = trainer.state
+    batch = int(state.timestamp.batch)
+    if batch == 0:
+        return
+    budget = find_budget(state)
+    end = state.max_duration
+    if end is not None and state.timestamp.get(end.unit) >= end.value:
+        why = f"max_duration {cfg.max_duration}"
+    elif budget is not None and budget.spent:
+        why = f"its budget of {cfg.budget.hours} h"
+    else:
+        return
+    trainer.close()
+    run = f"the checkpoint {cfg.load_path}" if cfg.load_path else f"the run in {cfg.save_folder}"
+    raise RunFinished(f"{run} already finished at batch {batch} ({why}): nothing to train; to train it further, "
+                      "raise max_duration" + (" and budget.hours" if budget is not None else ""))
+
+
+def check_no_later_checkpoints(trainer: Trainer, cfg: TrainConfig) -> None:
+    """A run that starts below a checkpoint of its folder would write over it: refused, before Composer's
+    own check at the start of fit, which comes after the run's records were written."""
+    if cfg.save_overwrite or not is_local(cfg.save_folder):
+        return
+    batch = int(trainer.state.timestamp.batch)
+    later = [path for _, b, path in checkpoints(Path(cfg.save_folder)) if b > batch]
+    if later:
+        trainer.close()
+        raise FileExistsError(f"{later[0]} is a checkpoint of a later step than the one this run starts from "
+                              f"(batch {batch}), and the run would write over it: continue from the latest with "
+                              "autoresume=true and no load_path, save into another save_folder, or set "
+                              "save_overwrite=true")
+
+
+def resume_from_complete_checkpoint(save_folder: str) -> None:
+    """Before autoresume reads the folder: a checkpoint that a kill or a full disk cut off is set aside,
+    and the run continues from the last complete one (one process per node does it)."""
+    if dist.get_local_rank() == 0:
+        for line in recover_checkpoints(Path(save_folder)):
+            log.warning("%s", line)
+    dist.barrier()
 
 
 def train_rows_per_step(cfg: TrainConfig, world_size: int) -> int:

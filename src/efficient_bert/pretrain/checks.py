@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE, RUN_FILE
+from efficient_bert.checkpoint_folder import checkpoints
 from efficient_bert.errors import ConfigError, nearest
 from efficient_bert.pretrain.components import ALGORITHMS, CALLBACKS, LOGGERS, MODELS, OPTIMIZERS, SCHEDULERS
 from efficient_bert.pretrain.registry import config_errors
 from efficient_bert.pretrain.schema import TrainConfig
+from efficient_bert.run_files import EVAL_HISTORY_FILE, METRICS_FILE, RUN_FILE, trained_batches
 
 
 def is_local(folder: Optional[str]) -> bool:
@@ -30,6 +31,19 @@ def check_components(cfg: TrainConfig) -> None:
                 registry.check(name, options, where=f"{where}.{name}")
 
 
+def check_sizes_and_paths(cfg: TrainConfig) -> None:
+    """Batch sizes that are rows, and a checkpoint to load that exists."""
+    for key in ("global_train_batch_size", "device_eval_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be a positive number of rows, got {getattr(cfg, key)}")
+    micro = cfg.device_train_microbatch_size
+    if micro is not None and micro != "auto" and (not isinstance(micro, int) or micro < 1):
+        raise ConfigError(f"device_train_microbatch_size must be a positive number of rows or auto, got {micro!r}")
+    if cfg.load_path is not None and is_local(cfg.load_path) and not Path(cfg.load_path).exists():
+        raise ConfigError(f"load_path: no checkpoint at {cfg.load_path}; give a Composer checkpoint (.pt) or a "
+                          "sharded checkpoint's folder, or continue a run with autoresume=true")
+
+
 def check_packing(cfg: TrainConfig) -> None:
     """Packed rows need a model that keeps attention within each document: ours, unpadded."""
     for where, loader in (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader)):
@@ -42,21 +56,24 @@ def resumes(cfg: TrainConfig) -> bool:
     """Whether the run continues from a checkpoint: ``load_path``, or ``autoresume`` with one to resume."""
     if cfg.load_path is not None:
         return True
-    return cfg.autoresume and (not is_local(cfg.save_folder) or any(Path(cfg.save_folder).glob("latest-rank*.pt")))
+    return cfg.autoresume and (not is_local(cfg.save_folder) or any(Path(cfg.save_folder).glob("latest-rank*.pt"))
+                               or bool(checkpoints(Path(cfg.save_folder))))
 
 
 def check_fresh_save_folder(cfg: TrainConfig) -> None:
     """A fresh run refuses, before it writes anything, a local ``save_folder`` that holds an earlier run's
-    records or checkpoints (otherwise its first evaluation would already have replaced them)."""
+    records or checkpoints (otherwise its first evaluation would already have replaced them). A run
+    that trained nothing (it failed at its first step) does not count: its rerun takes the folder."""
     if not is_local(cfg.save_folder) or cfg.save_overwrite or resumes(cfg):
         return
     folder = Path(cfg.save_folder)
-    held = [name for name in (METRICS_FILE, RUN_FILE, EVAL_HISTORY_FILE) if (folder / name).exists()]
-    held += sorted(p.name for p in folder.glob("*.pt"))
-    if held:
-        raise FileExistsError(f"save_folder {folder} already holds a run ({', '.join(held[:4])}"
-                              f"{', ...' if len(held) > 4 else ''}): choose another save_folder, continue that run "
-                              "with autoresume=true, or replace it with save_overwrite=true")
+    checkpoints = sorted(p.name for p in folder.glob("*.pt"))
+    if not checkpoints and trained_batches(folder) == 0:
+        return
+    held = [name for name in (METRICS_FILE, RUN_FILE, EVAL_HISTORY_FILE) if (folder / name).exists()] + checkpoints
+    raise FileExistsError(f"save_folder {folder} already holds a run ({', '.join(held[:4])}"
+                          f"{', ...' if len(held) > 4 else ''}): choose another save_folder, continue that run "
+                          "with autoresume=true, or replace it with save_overwrite=true")
 
 
 def check_precision(precision: Optional[str], device: str) -> str:

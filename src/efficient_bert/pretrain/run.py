@@ -12,6 +12,10 @@ from efficient_bert.data.dataloader import stop_workers
 from efficient_bert.pretrain.trainer import Trainer
 
 
+class RunFinished(Exception):
+    """A resumed run with nothing left to train: said in one line, and nothing of the run is changed."""
+
+
 @dataclass
 class Run:
     """What :func:`build_trainer` made, for the entry point and for tests."""

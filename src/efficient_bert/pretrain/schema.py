@@ -134,7 +134,8 @@ def load_config(path: Union[str, Path, Sequence[Union[str, Path]]], overrides: S
     that add to it (``yamls/methods/*.yaml``); a ``model``, ``optimizer`` or ``scheduler`` section in a
     later file replaces the earlier one."""
     cfg = yaml_files.load_config(path, overrides, TrainConfig, NAMED_SECTIONS)
-    check_time_strings(cfg, " + ".join(str(p) for p in ([path] if isinstance(path, (str, Path)) else path)))
+    check_time_strings(cfg, " + ".join(str(p) for p in ([path] if isinstance(path, (str, Path)) else path)),
+                       overrides)
     return cfg
 
 
@@ -150,15 +151,15 @@ def user_settings(paths: Sequence[Union[str, Path]], overrides: Sequence[str] = 
 TIME_KEYS = ("max_duration", "eval_interval", "save_interval", "console_log_interval", "train_log_interval")
 
 
-def check_time_strings(cfg: Any, source: str) -> None:
+def check_time_strings(cfg: Any, source: str, overrides: Sequence[str] = ()) -> None:
     for key in TIME_KEYS:
         value = getattr(cfg, key, None)
         if value is not None and not is_time_string(str(value)):
-            raise ConfigError(f"{source}: invalid value for {key}: {value!r} is not a Composer time string "
-                              "(a number and a unit: 1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)")
+            raise ConfigError(f"{yaml_files.origin(key, overrides, source)}: invalid value for {key}: {value!r} is not "
+                              "a Composer time string (a number and a unit: 1000ba, 2ep, 128000sp, 1000000tok, 0.5dur)")
     if isinstance(cfg, TrainConfig) and train_log_batches(cfg) is None:
-        raise ConfigError(f"{source}: invalid value for train_log_interval: {cfg.train_log_interval!r} is not a "
-                          "number of batches (e.g. 10ba)")
+        raise ConfigError(f"{yaml_files.origin('train_log_interval', overrides, source)}: invalid value for "
+                          f"train_log_interval: {cfg.train_log_interval!r} is not a number of batches (e.g. 10ba)")
 
 
 def train_log_batches(cfg: TrainConfig) -> Optional[int]:

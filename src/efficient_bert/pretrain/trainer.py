@@ -28,11 +28,31 @@ from typing import Any, Iterator, Optional, Sequence
 
 import composer
 import torch
-from composer.core import Event, TimeUnit
+from composer.core import Callback, Event, TimeUnit
 from composer.trainer.trainer import TrainerMode
 from composer.utils import dist, ensure_tuple
 
 from efficient_bert.callbacks import RestoreRNGMidEpoch
+
+
+class LossWindow(Callback):
+    """Carries the loss sums of the log window in progress in checkpoints, so that a run resumed inside
+    a window logs the mean the uninterrupted run logs. Each process sums its own losses (they are
+    averaged over processes when logged), so the checkpoint holds every process's sums."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        # every process saves: Composer gathers each one's RNG state into the checkpoint as well
+        sums = {key: float(value) for key, value in self.trainer._loss_sums.items()}
+        return {"sums": dist.all_gather_object(sums), "batches": self.trainer._batches_summed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        by_rank = state.get("sums", [])
+        rank = dist.get_global_rank()
+        self.trainer._loss_sums = dict(by_rank[rank]) if rank < len(by_rank) else {}
+        self.trainer._batches_summed = int(state.get("batches", 0))
 
 
 def calls_closure_once(optimizer: torch.optim.Optimizer) -> bool:
@@ -55,10 +75,11 @@ class Trainer(composer.Trainer):
         if not isinstance(train_log_interval, int) or train_log_interval < 1:
             raise ValueError(f"train_log_interval is a number of batches >= 1, got {train_log_interval!r}")
         self.train_log_interval = train_log_interval
-        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_sums: dict[str, Any] = {}  # tensors, or floats restored from a checkpoint
         self._batches_summed = 0
         self._logs_batch = True
-        super().__init__(*args, **kwargs)
+        callbacks = [*ensure_tuple(kwargs.pop("callbacks", None) or ()), LossWindow(self)]
+        super().__init__(*args, callbacks=callbacks, **kwargs)
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
         # Composer restores a loaded checkpoint's RNG state only where a resumed run starts an epoch

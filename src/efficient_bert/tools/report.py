@@ -178,6 +178,14 @@ def plot(runs: Sequence[RunRecord], out: Path) -> list[Path]:
     return paths
 
 
+def name_distinctly(runs: Sequence[RunRecord]) -> None:
+    """Runs that share a name (two copies of the demo) are labelled by their folder, else by its path."""
+    for label in (lambda r: Path(r.folder).name, lambda r: r.folder):
+        clashing = [r for r in runs if sum(o.name == r.name for o in runs) > 1]
+        for run in clashing:
+            run.name = label(run)
+
+
 def report(folders: Sequence[str | Path], out: str | Path, baseline: Optional[str | Path] = None,
            metric: str = EVAL_LOSS, overwrite: bool = False) -> dict[str, object]:
     from tqdm.auto import tqdm
@@ -189,6 +197,7 @@ def report(folders: Sequence[str | Path], out: str | Path, baseline: Optional[st
     if baseline is not None and Path(baseline) not in map(Path, folders):
         folders.insert(0, baseline)
     runs = [read_run(f, metric) for f in tqdm(folders, desc="reading runs", unit="run", disable=len(folders) < 4)]
+    name_distinctly(runs)
     base = runs[[Path(f) for f in folders].index(Path(baseline))] if baseline is not None else runs[0]
     out.mkdir(parents=True, exist_ok=True)
     rows = table(runs, base)

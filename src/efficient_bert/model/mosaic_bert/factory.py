@@ -6,6 +6,7 @@ from typing import Any
 
 from efficient_bert.errors import ArgumentError
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
+from efficient_bert.model.vocabulary import vocabulary_size
 
 # sizes from the BERT paper; the GLU intermediate size is the one Mosaic BERT uses
 SIZES = {
@@ -31,7 +32,8 @@ def build_mosaic_bert(tokenizer: Any, max_seq_len: int = 128, size: str = "base"
 
     if size not in SIZES:
         raise ArgumentError("size", f"unknown size '{size}'; choose one of {', '.join(SIZES)}")
-    cfg = MosaicBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **{**SIZES[size], **config})
+    vocab = vocabulary_size(tokenizer, config.pop("vocab_size", None))
+    cfg = MosaicBertConfig(vocab_size=vocab, pad_token_id=tokenizer.pad_token_id, **{**SIZES[size], **config})
     model = MosaicBertForMaskedLM(cfg)
     if compile:
         model.compile_regions()
