@@ -1,4 +1,5 @@
-"""MLM training throughput: Mosaic BERT variants against HF BertForMaskedLM (eager and compiled).
+"""MLM training throughput: Mosaic BERT variants against HF BertForMaskedLM (eager and compiled), and the
+ModernBERT architecture, ours against transformers' ModernBertForMaskedLM.
 
 All models train on the same batches in one process: bf16 autocast, fused AdamW, seq 128, a fixed
 length mix (by default 70% full rows, the rest uniform in [16, 128], seed 0) and 30% masking
@@ -52,6 +53,11 @@ VARIANTS = {
     "mosaic-flex-triton": ("mosaic", dict(attention="flex", kernels="triton", compile=True)),
     "mosaic-sdpa": ("mosaic", dict(attention="sdpa", kernels="torch", compile=True)),
     "mosaic-sdpa-triton-eager": ("mosaic", dict(attention="sdpa", kernels="triton", compile=False)),
+    # the ModernBERT architecture at ModernBERT's own sizes (base: 22 layers, GLU 1152): transformers'
+    # implementation as a user installs it (SDPA, padded, no flash-attn), and ours on the fast path
+    "hf-modernbert-eager": ("hf_modernbert", dict(compile=False)),
+    "hf-modernbert-compiled": ("hf_modernbert", dict(compile=True)),
+    "modernbert-triton": ("modernbert", dict(attention="triton", kernels="triton", compile=True)),
 }
 SIZES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
@@ -101,6 +107,8 @@ def make_batches(n: int, batch: int, seq: int, vocab: int, args, device) -> list
 def build(variant: str, size: dict, vocab: int, seq: int) -> torch.nn.Module:
     family, opts = VARIANTS[variant]
     intermediate = 4 * size["hidden_size"]
+    if family in ("hf_modernbert", "modernbert"):
+        return build_modernbert(family, opts, "large" if size["num_hidden_layers"] > 12 else "base", vocab)
     if family == "hf":
         from transformers import BertConfig, BertForMaskedLM
 
@@ -117,6 +125,24 @@ def build(variant: str, size: dict, vocab: int, seq: int) -> torch.nn.Module:
     if opts["compile"]:
         kwargs = {"options": {"cpp_wrapper": True}} if opts.get("cpp_wrapper") else {}
         model.compile_regions(**kwargs, **({"mode": opts["mode"]} if "mode" in opts else {}))
+    return model
+
+
+def build_modernbert(family: str, opts: dict, size: str, vocab: int) -> torch.nn.Module:
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from efficient_bert.model.modernbert import SIZES as MODERNBERT_SIZES, FastModernBertForMaskedLM
+
+    cfg = ModernBertConfig(vocab_size=vocab, pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2,
+                           eos_token_id=3, **MODERNBERT_SIZES[size])
+    if family == "hf_modernbert":
+        cfg._attn_implementation = "sdpa"
+        model = ModernBertForMaskedLM(cfg)
+        return torch.compile(model) if opts["compile"] else model
+    cfg.attention, cfg.kernels = opts["attention"], opts["kernels"]
+    model = FastModernBertForMaskedLM(cfg)
+    if opts["compile"]:
+        model.compile_regions()
     return model
 
 
@@ -254,6 +280,8 @@ def main(argv=None) -> None:
     for variant in variants:
         try:
             results.append(run_variant(variant, batches, args, peak))  # the model is freed on return
+            print(f"  {variant}: {results[-1].real_tokens_per_s / 1e3:.0f}k real tokens/s, "
+                  f"{results[-1].step_ms:.1f} ms a step", flush=True)
             gc.collect()
             torch.cuda.empty_cache()
         except Exception as exc:  # one broken variant must not hide the others' numbers

@@ -168,9 +168,10 @@ def test_every_shipped_yaml_passes_the_checks():
     pretrain = ROOT / "yamls" / "pretrain"
     for path in [*sorted((ROOT / "yamls").glob("*.yaml")), *sorted(pretrain.glob("mosaic-*.yaml"))]:
         check_components(load_config(path))
-    # the files that add to a run: each method, the budget clock, and the HF peer of the budget recipe
+    # the files that add to a run: each method, the budget clock, and the peers of the budget recipe
     layers = [*sorted((ROOT / "yamls" / "methods").glob("*.yaml")), *sorted((ROOT / "yamls" / "budget").glob("*.yaml"))]
-    for layer in [*layers, pretrain / "hf-bert-budget.yaml"]:
+    peers = [pretrain / f"{name}-budget.yaml" for name in ("hf-bert", "modernbert", "hf-modernbert")]
+    for layer in [*layers, *peers]:
         check_components(load_config([pretrain / "mosaic-bert-budget.yaml", layer], il_override(layer)))
 
 

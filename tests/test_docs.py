@@ -18,7 +18,7 @@ from conftest import ROOT
 
 # in the order a reader meets them: data.md makes runs/tok and runs/mds, training.md runs/demo-run
 DOCS = ["README.md", "docs/data.md", "docs/training.md", "docs/budget.md", "docs/finetuning.md", "docs/mosaic-bert.md",
-        "docs/methods.md", "docs/distributed.md", "docs/compare.md",
+        "docs/modernbert.md", "docs/methods.md", "docs/distributed.md", "docs/compare.md",
         *(f"src/efficient_bert/algorithms/{name}/README.md" for name in
           ("layer_stacking", "layer_drop", "selective_backprop", "rho_loss", "sophia_hessian", "batch_size_warmup"))]
 BLOCK = re.compile(r"^```(bash|python)( cpu)?\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -242,22 +242,31 @@ def test_a_failed_run_never_blocks_its_own_rerun(tmp_path):
 
 
 # --- fine-tuning on real text -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def random_init_checkpoint(tmp_path_factory, tokenizer):
-    """A tiny Mosaic BERT saved as an HF folder with its tokenizer (what the hf_export callback writes)."""
+def tiny_export(folder, tokenizer, architecture: str):
+    """A tiny random-init model saved as an HF folder with its tokenizer (what the hf_export callback
+    writes): Mosaic BERT, or the ModernBERT architecture in transformers' own format."""
+    from efficient_bert.model.modernbert import build_modernbert
     from efficient_bert.model.mosaic_bert import build_mosaic_bert
 
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("ckpt") / "hf"
-    build_mosaic_bert(tokenizer, size="tiny").model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    build = build_mosaic_bert if architecture == "mosaic_bert" else build_modernbert
+    build(tokenizer, size="tiny").model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def random_init_checkpoint(tmp_path_factory, tokenizer):
+    return tiny_export(tmp_path_factory.mktemp("ckpt") / "hf", tokenizer, "mosaic_bert")
 
 
 @pytest.mark.slow
-def test_tiny_finetune_beats_the_majority_class_on_sst2(tmp_path, random_init_checkpoint):
+@pytest.mark.parametrize("architecture", ["mosaic_bert", "modernbert"])
+def test_tiny_finetune_beats_the_majority_class_on_sst2(tmp_path, tokenizer, random_init_checkpoint, architecture):
+    checkpoint = random_init_checkpoint if architecture == "mosaic_bert" else \
+        tiny_export(tmp_path / "modernbert", tokenizer, architecture)
     recipe = replace(TASKS["sst2"].recipe, epochs=4, lr=3e-4, batch_size=32, max_seq_len=64)
-    result = run_job(FinetuneJob("sst2", 19, str(random_init_checkpoint), str(tmp_path / "sst2"), recipe=recipe,
+    result = run_job(FinetuneJob("sst2", 19, str(checkpoint), str(tmp_path / "sst2"), recipe=recipe,
                                  progress_bar=False), DataSource(glue_dir=str(GLUE_SLICE)))
     assert result["train_examples"] == 2000 and result["eval_examples"] == {"dev": 872}
     majority = result["majority_class"]["dev"]["accuracy"]

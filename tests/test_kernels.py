@@ -102,7 +102,8 @@ def test_geglu_matches_reference(dtype, with_bias):
 
 @needs_triton_device
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_short_attention_matches_reference(dtype):
+@pytest.mark.parametrize("local", [False, True], ids=["alibi", "local-window-no-bias"])
+def test_short_attention_matches_reference(dtype, local):
     if dtype == torch.bfloat16 and DEVICE == "cpu":
         pytest.skip("the Triton interpreter computes bf16 dot products wrongly")
     lengths = [128, 5, 77, 1, 128, 64, 100] if DEVICE == "cuda" else [20, 5, 17, 1, 32]
@@ -110,9 +111,11 @@ def test_short_attention_matches_reference(dtype):
     cu_seqlens = torch.tensor([0] + lengths, device=DEVICE).cumsum(0).int()
     g = torch.Generator(device=DEVICE).manual_seed(2)
     qkv = torch.randn(sum(lengths), 3 * heads * dim, device=DEVICE, generator=g).to(dtype).requires_grad_()
-    slopes = alibi_slopes(heads).to(DEVICE)
-    out = short_attention(qkv, heads, cu_seqlens, slopes, max(lengths))
-    ref = short_attention_reference(qkv, heads, cu_seqlens, slopes)
+    # local: ModernBERT's sliding window (+-64 of 128 tokens; +-6 of the CPU's 32), rotary positions: no bias
+    slopes = torch.zeros(heads, device=DEVICE) if local else alibi_slopes(heads).to(DEVICE)
+    window = (64 if DEVICE == "cuda" else 6) if local else None
+    out = short_attention(qkv, heads, cu_seqlens, slopes, max(lengths), window=window)
+    ref = short_attention_reference(qkv, heads, cu_seqlens, slopes, window)
     _assert_attention_close(out, ref, qkv, g)
 
 
@@ -202,8 +205,8 @@ def test_model_with_the_triton_kernel_attends_within_each_packed_document():
     info = fused.bert.locate_tokens(ids, mask, document_lengths=documents)
     assert info.max_row_tokens == 20 and info.row_cu_seqlens.tolist() == [0, 17, 37, 45]
     with torch.no_grad():
-        out = fused.bert(ids, mask, document_lengths=documents)
-        ref = plain.bert(ids, mask, document_lengths=documents)
+        out = fused.bert(ids, mask, document_lengths=documents).last_hidden_state
+        ref = plain.bert(ids, mask, document_lengths=documents).last_hidden_state
     assert torch.allclose(out, ref, atol=MODEL_ATOL)
 
 

@@ -34,8 +34,8 @@ def test_backends_agree_with_eager(backend):
     # 9 rows of up to 100 tokens: FlexAttention's 128-token tiles then hold several documents
     ids, mask = batch(b=9, s=100, seed=3)
     with torch.no_grad():  # FlexAttention has no CPU backward; the Triton backend is tested in test_kernels.py
-        ref = tiny(attention="eager").bert(ids, mask)
-        out = tiny(attention=backend).bert(ids, mask)
+        ref = tiny(attention="eager").bert(ids, mask).last_hidden_state
+        out = tiny(attention=backend).bert(ids, mask).last_hidden_state
     assert torch.allclose(out, ref, atol=1e-5)
 
 
@@ -98,10 +98,10 @@ def test_prenorm_layers_compute_the_textbook_pre_ln_residual_stream():
 def test_unpadded_batch_equals_each_sequence_alone():
     model = tiny()
     ids, mask = batch()
-    together = model.bert(ids, mask)
+    together = model.bert(ids, mask).last_hidden_state
     for row in range(ids.shape[0]):
         n = int(mask[row].sum())
-        alone = model.bert(ids[row:row + 1, :n])
+        alone = model.bert(ids[row:row + 1, :n]).last_hidden_state
         assert torch.allclose(together[row, :n], alone[0], atol=1e-5)
         assert (together[row, n:] == 0).all()
 
@@ -127,9 +127,9 @@ def test_alibi_extrapolates_to_longer_sequences():
     mask[1, 300:] = 0
     ids = ids * mask
     with torch.no_grad():
-        eager = tiny(attention="eager").bert(ids, mask)
-        sdpa = tiny(attention="sdpa").bert(ids, mask)
-        alone = tiny(attention="eager").bert(ids[1:, :300], mask[1:, :300])
+        eager = tiny(attention="eager").bert(ids, mask).last_hidden_state
+        sdpa = tiny(attention="sdpa").bert(ids, mask).last_hidden_state
+        alone = tiny(attention="eager").bert(ids[1:, :300], mask[1:, :300]).last_hidden_state
     assert eager.shape == (2, 512, 48)
     assert torch.allclose(sdpa, eager, atol=1e-5)
     assert torch.allclose(eager[1, :300], alone[0], atol=1e-5)
@@ -163,7 +163,7 @@ def test_auto_classes_load_our_exports(tmp_path):
     encoder = AutoModel.from_pretrained(tmp_path).eval()
     assert isinstance(encoder, MosaicBertModel)
     ids, mask = batch()
-    assert torch.equal(encoder(ids, mask), model.bert(ids, mask))
+    assert torch.equal(encoder(ids, mask).last_hidden_state, model.bert(ids, mask).last_hidden_state)
     classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
     assert isinstance(classifier, MosaicBertForSequenceClassification)
     assert torch.equal(classifier.bert.word_embeddings.weight, model.bert.word_embeddings.weight)

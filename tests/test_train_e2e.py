@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 from efficient_bert.tools.cli import COMMANDS
@@ -39,6 +40,24 @@ def test_pretraining_lowers_eval_loss_and_writes_checkpoint_and_hf_export(tmp_pa
     model = BertForMaskedLM.from_pretrained(out / "hf")
     tok = AutoTokenizer.from_pretrained(out / "hf")
     assert model.config.hidden_size == 64 and len(tok) == model.config.vocab_size == 2000
+    card = (out / "hf" / "README.md").read_text()
+    train = json.loads((token_mds / "train" / "conversion.json").read_text())
+    for fact in ("Trained 30 steps, ", f"{train['tokens']:,} tokens", f"**{losses[-1]:.4f}**",
+                 f"unigram floor {history[-1]['eval/UnigramEntropy']:.4f}", f"main.py {TINY}"):
+        assert fact in card, fact
+
+    # the export command: the same folder from the checkpoint, the card's facts from the run's files
+    from efficient_bert.tools.export import main as export
+
+    checkpoint = next(out.glob("*ba30-rank0.pt"))
+    assert export([str(checkpoint), "--out", str(tmp_path / "exported")]) == 0
+    again = BertForMaskedLM.from_pretrained(tmp_path / "exported")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    assert (tmp_path / "exported" / "README.md").read_text() == card
+    assert export([str(checkpoint), "--out", str(tmp_path / "exported")]) == 2  # never over an export
+    other = ROOT / "results" / "compare" / "tokenizer"  # another vocabulary than the run's
+    assert export([str(checkpoint), "--out", str(tmp_path / "other"), "--tokenizer", str(other)]) == 2
+    assert not (tmp_path / "other").exists()
 
 
 def test_config_errors_exit_2_with_the_fix(tmp_path, tokenizer_dir, capsys):

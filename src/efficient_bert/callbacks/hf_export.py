@@ -1,7 +1,9 @@
-"""Write the trained model (and its tokenizer) in Hugging Face format at the end of training."""
+"""Write the trained model (and its tokenizer) in Hugging Face format at the end of training, with its
+model card."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -11,9 +13,11 @@ from composer.core import State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from efficient_bert import model_card
+from efficient_bert.callbacks.eval_history import EvalHistory
 from efficient_bert.callbacks.outputs import WritesOutputs
 from efficient_bert.files import replace_folder
-from efficient_bert.model.checkpoint import export_hf
+from efficient_bert.model.checkpoint import export_hf, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +27,15 @@ class HFExport(WritesOutputs):
 
     A fresh run checks the folder when training starts, so an existing export is never overwritten
     after hours of training: it must be empty unless ``overwrite`` is set. A resumed run replaces its
-    own export when it ends. The export is written beside the folder and moved into place whole.
+    own export when it ends. The export is written beside the folder and moved into place whole. Its
+    ``README.md`` is a model card made from ``facts`` (what the run's configuration says) and what the
+    run did: steps, tokens, its budget and its last evaluation.
     """
 
-    def __init__(self, folder: str, overwrite: bool = False):
+    def __init__(self, folder: str, overwrite: bool = False, facts: Optional[model_card.TrainingFacts] = None):
         self.folder = Path(folder)
         self.overwrite = overwrite
+        self.facts = facts
         self.exported: Path | None = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
@@ -45,7 +52,29 @@ class HFExport(WritesOutputs):
             partial = self.folder.with_name(f".{self.folder.name}.partial")
             shutil.rmtree(partial, ignore_errors=True)
             export_hf(state.model, partial)
+            wrapper = unwrap(state.model)
+            card = model_card.render(wrapper.model, getattr(wrapper, "tokenizer", None), run_facts(state, self.facts))
+            model_card.write(partial, card)
             replace_folder(partial, self.folder)
             self.exported = self.folder
             log.info("HF export written to %s", self.exported)
         dist.barrier()
+
+
+def run_facts(state: State, facts: Optional[model_card.TrainingFacts]) -> model_card.TrainingFacts:
+    """``facts`` completed with what the run did: its steps and tokens, its budget, its last evaluation."""
+    ts = state.timestamp
+    facts = dataclasses.replace(facts or model_card.TrainingFacts(command=""), steps=int(ts.batch),
+                                tokens=int(ts.token), samples=int(ts.sample))
+    # the run's TrainingBudget, by what it has: efficient_bert.budget imports this package
+    budget = next((c for c in state.callbacks if all(hasattr(c, a) for a in ("seconds", "clock", "used_seconds"))),
+                  None)
+    if budget is not None:
+        facts.budget = {"hours": budget.seconds / 3600, "clock": budget.clock, "charged_hours": budget.used_seconds / 3600}
+    history = next((c for c in state.callbacks if isinstance(c, EvalHistory)), None)
+    if history is not None and history.records:
+        last = history.records[-1]
+        facts.eval_loss = last.get("eval/LanguageCrossEntropy")
+        facts.masked_accuracy = last.get("eval/MaskedAccuracy")
+        facts.unigram_floor = last.get("eval/UnigramEntropy")
+    return facts

@@ -61,7 +61,9 @@ def vocabulary_digest(tokenizer: Any) -> str:
     """A hash of what decides a tokenizer's ids: its vocabulary (token -> id) and its lowercasing.
     Shards, checkpoints and result records carry it, so a mismatch is found before training."""
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    lowercase = bool(getattr(tokenizer, "do_lower_case", False))
+    # a folder whose config.json names another model type (ModernBERT's) loads as transformers' generic
+    # tokenizer class, which keeps do_lower_case only among its saved settings
+    lowercase = bool(getattr(tokenizer, "do_lower_case", getattr(tokenizer, "init_kwargs", {}).get("do_lower_case", False)))
     payload = json.dumps({"vocab": vocab, "lowercase": lowercase}, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 

@@ -7,16 +7,19 @@ for that task's first seed, whose fine-tuned model is kept. With several GPUs, o
 above 1, the jobs run in parallel, one process per slot (each GPU ``jobs_per_gpu`` times), each with
 its own progress bar; otherwise one after another.
 Results: ``<results_dir>/<task>/seed-<s>/result.json`` per job, then ``results.json`` and
-``results.md`` with the median over seeds per metric and the benchmark averages.
+``results.md`` with the median over seeds per metric and the benchmark averages. When the checkpoint is
+an export of ours, its model card (``README.md``) gets the same table and the command.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from efficient_bert import model_card
 from efficient_bert.eval.finetune_config import FinetuneConfig, load_finetune_config, source_of
 from efficient_bert.eval.readers import TaskDataError
 from efficient_bert.eval.scheduling import (check_inputs, finished, plan, run_parallel, run_serial, slots_of,
@@ -25,7 +28,8 @@ from efficient_bert.eval.summary import summarize, to_markdown
 from efficient_bert.errors import ConfigError
 
 
-def run_suite(cfg: FinetuneConfig) -> dict[str, Any]:
+def run_suite(cfg: FinetuneConfig, command: Optional[str] = None) -> dict[str, Any]:
+    """Every job of ``cfg``; ``command`` (the one that ran it) goes into the checkpoint's model card."""
     jobs = plan(cfg)
     check_inputs(cfg, jobs)
     results_dir = Path(cfg.results_dir)
@@ -48,7 +52,11 @@ def run_suite(cfg: FinetuneConfig) -> dict[str, Any]:
     summary = summarize(results, cfg.average_excludes)
     summary["checkpoint"] = cfg.checkpoint
     (results_dir / "results.json").write_text(json.dumps(summary, indent=2))
-    (results_dir / "results.md").write_text(to_markdown(summary, f"{cfg.run_name}: {cfg.checkpoint}"))
+    markdown = to_markdown(summary, f"{cfg.run_name}: {cfg.checkpoint}")
+    (results_dir / "results.md").write_text(markdown)
+    card = Path(cfg.checkpoint)
+    if command and card.is_dir() and model_card.add_results(card, markdown, command):
+        print(f"[efficient-bert] results added to the model card {card / model_card.CARD}", file=sys.stderr)
     return summary
 
 
@@ -65,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
         cfg = load_finetune_config([a for a in args.args if "=" not in a], [a for a in args.args if "=" in a])
-        summary = run_suite(cfg)
+        summary = run_suite(cfg, shlex.join(["efficient-bert", "finetune", *args.args]))
     except (ConfigError, TaskDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

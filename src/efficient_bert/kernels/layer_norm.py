@@ -202,7 +202,7 @@ _forward.register_autograd(_backward_rule, setup_context=_setup_context)
 _forward_and_sum.register_autograd(_backward_and_sum_rule, setup_context=_setup_context)
 
 
-def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Optional[Tensor] = None,
+def add_layer_norm(x: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float, residual: Optional[Tensor] = None,
                    dropout_p: float = 0.0) -> Tensor:
     """``layer_norm(dropout(x) + residual)`` over the last dimension, fused, output in ``x.dtype``.
 
@@ -210,16 +210,21 @@ def add_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual
     """
     if dropout_p > 0 and residual is None:
         raise ValueError("add_layer_norm: dropout is fused only together with a residual")
-    return _forward(x, residual, weight, bias, eps, dropout_p, _seed(x, dropout_p))[0]
+    return _forward(x, residual, weight, _bias(weight, bias), eps, dropout_p, _seed(x, dropout_p))[0]
 
 
-def add_layer_norm_and_sum(x: Tensor, weight: Tensor, bias: Tensor, eps: float, residual: Tensor,
+def add_layer_norm_and_sum(x: Tensor, weight: Tensor, bias: Optional[Tensor], eps: float, residual: Tensor,
                            dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
     """``(layer_norm(s), s)`` with ``s = dropout(x) + residual``, fused; both in ``x.dtype``.
 
     The pre-LN pattern: ``s`` is the next residual stream, its norm the next branch's input."""
-    y, s, _, _ = _forward_and_sum(x, residual, weight, bias, eps, dropout_p, _seed(x, dropout_p))
+    y, s, _, _ = _forward_and_sum(x, residual, weight, _bias(weight, bias), eps, dropout_p, _seed(x, dropout_p))
     return y, s
+
+
+def _bias(weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    # a norm without a bias (ModernBERT's) runs as one with a zero bias; its gradient goes nowhere
+    return torch.zeros_like(weight) if bias is None else bias
 
 
 def _seed(x: Tensor, dropout_p: float) -> Optional[Tensor]:

@@ -1,4 +1,5 @@
-"""ALiBi attention over packed (unpadded) sequences of at most 128 tokens (Triton).
+"""ALiBi attention over packed (unpadded) sequences of at most 128 tokens (Triton), optionally within a
+sliding window.
 
 BERT pretraining sequences are short, so one program holds a whole (sequence, head) tile: Q, K and
 V come straight from the packed ``qkv`` buffer at the sequence's ``cu_seqlens`` offset, the
@@ -35,9 +36,11 @@ MAX_SEQLEN = 128
 SHARED_MEMORY_BYTES = {torch.bfloat16: 98_312, torch.float16: 98_312, torch.float32: 229_384}
 
 
-def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor) -> Tensor:
-    """Per-sequence float32 softmax attention with the ALiBi bias; (total, heads * dim). Sequences
-    are documents: for packed rows pass the documents' ``cu_seqlens``."""
+def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor,
+                              window: Optional[int] = None) -> Tensor:
+    """Per-sequence float32 softmax attention with the ALiBi bias, each token seeing the tokens at most
+    ``window`` positions away (all without one); (total, heads * dim). Sequences are documents: for
+    packed rows pass the documents' ``cu_seqlens``."""
     total = qkv.shape[0]
     dim = qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
@@ -45,7 +48,10 @@ def short_attention_reference(qkv: Tensor, heads: int, cu_seqlens: Tensor, slope
     for start, end in zip(bounds[:-1], bounds[1:]):
         q, k, v = qkv[start:end].float().view(-1, 3, heads, dim).permute(1, 2, 0, 3)  # (heads, n, dim) each
         pos = torch.arange(end - start, device=qkv.device)
-        bias = -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()
+        distance = (pos[None, :] - pos[:, None]).abs()
+        bias = -slopes[:, None, None] * distance
+        if window is not None:
+            bias = bias.masked_fill(distance > window, float("-inf"))
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dim) + bias, dim=-1)
         out[start:end] = (probs @ v).transpose(0, 1).reshape(end - start, heads * dim).to(qkv.dtype)
     return out
@@ -57,13 +63,14 @@ if triton is not None:
     # of a helper whose result feeds a store address as written, and would copy Q/K/V per call
     # (tests/test_kernel_compilation.py runs that analysis).
     @triton.jit
-    def _scores(q, k, rows, allowed, slope, scale):
-        """Scaled, ALiBi-biased scores of one tile in log2 units; -inf where ``allowed`` is false."""
-        distance = tl.abs(rows[:, None] - rows[None, :]).to(tl.float32)
+    def _scores(q, k, rows, allowed, slope, scale, window):
+        """Scaled, ALiBi-biased scores of one tile in log2 units; -inf where ``allowed`` is false or the
+        key is more than ``window`` positions away."""
+        gap = tl.abs(rows[:, None] - rows[None, :])
         log2e = 1.4426950408889634
         # Inductor passes Python floats as fp64
-        s = (tl.dot(q, tl.trans(k)) * tl.cast(scale, tl.float32) - slope * distance) * log2e
-        return tl.where(allowed, s, float("-inf"))
+        s = (tl.dot(q, tl.trans(k)) * tl.cast(scale, tl.float32) - slope * gap.to(tl.float32)) * log2e
+        return tl.where(allowed & (gap <= window), s, float("-inf"))
 
     @triton.jit
     def _attends(Doc, token, rows, valid, DOCUMENTS: tl.constexpr):
@@ -77,7 +84,7 @@ if triton is not None:
         return allowed
 
     @triton.jit
-    def _forward_kernel(QKV, CU, Doc, Slopes, Out, LSE, total, heads, dim, scale,
+    def _forward_kernel(QKV, CU, Doc, Slopes, Out, LSE, total, heads, dim, window, scale,
                         DOCUMENTS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
@@ -91,7 +98,7 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        s = _scores(q, k, rows, _attends(Doc, token, rows, valid, DOCUMENTS), tl.load(Slopes + h), scale)
+        s = _scores(q, k, rows, _attends(Doc, token, rows, valid, DOCUMENTS), tl.load(Slopes + h), scale, window)
         m = tl.max(s, axis=1)
         p = tl.exp2(s - m[:, None])
         l = tl.sum(p, axis=1)
@@ -101,7 +108,7 @@ if triton is not None:
         tl.store(LSE + h * total + token, m + tl.log2(l), mask=valid)
 
     @triton.jit
-    def _backward_kernel(QKV, CU, Doc, Slopes, Out, DOut, LSE, DQKV, total, heads, dim, scale,
+    def _backward_kernel(QKV, CU, Doc, Slopes, Out, DOut, LSE, DQKV, total, heads, dim, window, scale,
                          DOCUMENTS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
@@ -115,7 +122,7 @@ if triton is not None:
         q = tl.load(QKV + offs, mask=mask, other=0.0)
         k = tl.load(QKV + offs + heads * dim, mask=mask, other=0.0)
         v = tl.load(QKV + offs + 2 * heads * dim, mask=mask, other=0.0)
-        s = _scores(q, k, rows, _attends(Doc, token, rows, valid, DOCUMENTS), tl.load(Slopes + h), scale)
+        s = _scores(q, k, rows, _attends(Doc, token, rows, valid, DOCUMENTS), tl.load(Slopes + h), scale, window)
         out_offs = token[:, None] * (heads * dim) + h * dim + cols[None, :]
         o = tl.load(Out + out_offs, mask=mask, other=0.0).to(tl.float32)
         do = tl.load(DOut + out_offs, mask=mask, other=0.0)
@@ -154,25 +161,25 @@ def _launch_args(dim: int, block: int, backward: bool) -> dict:
 
 @torch.library.triton_op("efficient_bert::short_attention_forward", mutates_args={})
 def _forward(qkv: Tensor, cu_seqlens: Tensor, slopes: Tensor, heads: int, block: int,
-             documents: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+             documents: Optional[Tensor], window: int) -> tuple[Tensor, Tensor]:
     total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     out = qkv.new_empty(total, heads * dim)
     lse = torch.empty(heads, total, device=qkv.device, dtype=torch.float32)
     doc = documents if documents is not None else cu_seqlens  # not read without documents
     traceable(_forward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, lse, total, heads,
-                                                             dim, DOCUMENTS=documents is not None,
+                                                             dim, window, DOCUMENTS=documents is not None,
                                                              **_launch_args(dim, block, backward=False))
     return out, lse
 
 
 @torch.library.triton_op("efficient_bert::short_attention_backward", mutates_args={})
 def _backward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, cu_seqlens: Tensor, slopes: Tensor,
-              heads: int, block: int, documents: Optional[Tensor]) -> Tensor:
+              heads: int, block: int, documents: Optional[Tensor], window: int) -> Tensor:
     total, dim = qkv.shape[0], qkv.shape[1] // (3 * heads)
     dqkv = torch.empty_like(qkv)
     doc = documents if documents is not None else cu_seqlens
     traceable(_backward_kernel)[(cu_seqlens.shape[0] - 1, heads)](qkv, cu_seqlens, doc, slopes, out, dout.contiguous(),
-                                                              lse, dqkv, total, heads, dim,
+                                                              lse, dqkv, total, heads, dim, window,
                                                               DOCUMENTS=documents is not None,
                                                               **_launch_args(dim, block, backward=True))
     return dqkv
@@ -182,16 +189,18 @@ register_packed_attention_autograd(_forward, _backward)
 
 
 def short_attention(qkv: Tensor, heads: int, cu_seqlens: Tensor, slopes: Tensor, max_seqlen: int,
-                    documents: Optional[Tensor] = None) -> Tensor:
+                    documents: Optional[Tensor] = None, window: Optional[int] = None) -> Tensor:
     """Attention of packed ``qkv`` within each sequence of ``cu_seqlens``, with the ALiBi slope of
     each of the ``heads`` in ``slopes``; every sequence at most 128 tokens.
 
     With ``documents`` (total,), each token's document number, the sequences of ``cu_seqlens`` are
     rows and attention stays within a document inside each row; ALiBi distances are the same as
-    within the document alone.
+    within the document alone. With ``window``, a token sees only the tokens at most that many positions
+    away (ModernBERT's local attention); zero ``slopes`` leave out the ALiBi bias (rotary positions).
 
     ``qkv`` is (total, 3 * heads * dim), the QKV projection's output as it is: Q, K, V, each
     head-major. Taking it unreshaped keeps the gradient's buffer in its final shape; a compiled,
     dynamic-shape backward that reshaped our freshly written gradient failed in Inductor under FSDP
     (pytorch/pytorch#189271). Returns (total, heads * dim)."""
-    return _forward(qkv.contiguous(), cu_seqlens, slopes, heads, _block(max_seqlen), documents)[0]
+    return _forward(qkv.contiguous(), cu_seqlens, slopes, heads, _block(max_seqlen), documents,
+                    MAX_SEQLEN if window is None else int(window))[0]

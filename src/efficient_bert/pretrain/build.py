@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ from efficient_bert.checkpoint_folder import checkpoints, recover_checkpoints
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.errors import ConfigError, nearest
+from efficient_bert.model_card import TrainingFacts, conversion_info
 from efficient_bert.optim import SophiaG, param_groups
 from efficient_bert.pretrain.checks import (check_components, check_cost_table, check_fresh_save_folder,
                                             check_packing, check_precision, check_sizes_and_paths, is_local)
@@ -202,11 +205,41 @@ def build_callbacks(cfg: TrainConfig, device: Device, world_size: int,
                                                            else {})}
     sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
     callbacks = build_components(CALLBACKS, sections, "callbacks", save_folder=records)
+    for exporter in (c for c in callbacks if isinstance(c, HFExport)):
+        exporter.facts = training_facts(to_container(cfg), launch_command())
     history = EvalHistory(str(Path(cfg.save_folder) / EVAL_HISTORY_FILE) if is_local(cfg.save_folder) else None)
     callbacks += [history, TrainedCounts(), CheckpointOnSignal()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
         callbacks.append(replica_check(records))  # one all-gather at the end: replicas must agree
     return callbacks, history
+
+
+def launch_command(argv: Sequence[str] = ()) -> str:
+    """The command line that started this process, as a user would type it again."""
+    argv = list(argv or sys.argv)
+    program = Path(argv[0]).name
+    if program.endswith(".py"):  # main.py, under Composer's launcher
+        world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this node: composer -n
+        return shlex.join(["composer", *(["-n", str(world)] if world > 1 else []), program, *argv[1:]])
+    return shlex.join([program, *argv[1:]])
+
+
+def training_facts(config: dict[str, Any], command: str) -> TrainingFacts:
+    """What a run's configuration (``to_container(cfg)``, as ``run.json`` holds it) says of the run, for
+    its model card; ``command`` started it."""
+    data = {}
+    for name, loader in (("train", config.get("train_loader")), ("validation", config.get("eval_loader"))):
+        dataset = (loader or {}).get("dataset") or {}
+        if dataset.get("local") and is_local(dataset["local"]):
+            info = conversion_info(Path(dataset["local"]) / dataset.get("split", name))
+            if info is not None:
+                data[name] = info
+    train = (config.get("train_loader") or {}).get("dataset") or {}
+    optimizer = config.get("optimizer") or {}
+    return TrainingFacts(command=command, batch_size=config.get("global_train_batch_size"),
+                         max_seq_len=train.get("max_seq_len"), mlm_probability=train.get("mlm_probability"),
+                         optimizer=optimizer.get("name"), lr=optimizer.get("lr"), precision=config.get("precision"),
+                         algorithms=sorted(config.get("algorithms") or {}), data=data)
 
 
 def build_loggers(cfg: TrainConfig, records: str) -> list[Any]:
@@ -283,7 +316,7 @@ def build_trainer(cfg: TrainConfig) -> Run:
         check_not_finished(trainer, cfg)
         check_no_later_checkpoints(trainer, cfg)
         for destination in trainer.logger.destinations:
-            destination.log_hyperparameters(to_container(cfg))
+            destination.log_hyperparameters({**to_container(cfg), "command": launch_command()})
     except RuntimeError as exc:
         close_loaders(loaders)
         mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), None)

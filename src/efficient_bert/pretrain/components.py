@@ -22,6 +22,7 @@ from efficient_bert.algorithms import (BatchSizeWarmup, LayerDrop, LayerStacking
 from efficient_bert.budget import BudgetSchedule
 from efficient_bert.callbacks import HFExport, ReplicaCheck, SpeedMonitor
 from efficient_bert.model import hf_bert
+from efficient_bert.model.modernbert import factory as modernbert
 from efficient_bert.model.mosaic_bert import factory as mosaic_bert
 from efficient_bert.optim import Adafactor, Lamb, Lion, SophiaG, decoupled_adamw
 from efficient_bert.pretrain.registry import Registry
@@ -66,6 +67,8 @@ def tensorboard_logger(run_name: str, log_dir: Optional[str] = None, flush_inter
 
 MODELS.register("mosaic_bert", mosaic_bert.build_mosaic_bert, extra_keys=mosaic_bert.CONFIG_KEYS)
 MODELS.register("hf_bert", hf_bert.build_hf_bert, extra_keys=hf_bert.CONFIG_KEYS)
+MODELS.register("modernbert", modernbert.build_modernbert, extra_keys=modernbert.CONFIG_KEYS)
+MODELS.register("hf_modernbert", modernbert.build_hf_modernbert, extra_keys=modernbert.CONFIG_KEYS)
 
 OPTIMIZERS.register("decoupled_adamw", decoupled_adamw)
 OPTIMIZERS.register("adamw", torch.optim.AdamW)  # PyTorch's own, whose decay is scaled by the LR

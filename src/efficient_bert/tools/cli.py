@@ -6,6 +6,7 @@
     efficient-bert calibrate --out runs/rst.json                         (reference-system time factor)
     efficient-bert extract-il --model IL_CKPT --tokenizer T --data_local MDS --out il.npz   (RHO-loss)
     efficient-bert finetune yamls/finetune/glue.yaml checkpoint=HF_OR_PT glue_dir=DIR results_dir=OUT
+    efficient-bert export runs/x/ep0-ba1536-rank0.pt --out runs/x/hf-1536  (a checkpoint as an HF folder)
     efficient-bert report runs/baseline runs/layer-drop --out runs/report   (table + loss plots)
     efficient-bert compare --out runs/compare --data MDS --tokenizer T --hours 0.05 0.15   (methods at equal budget)
 """
@@ -22,6 +23,7 @@ COMMANDS = {
     "calibrate": "efficient_bert.budget.calibrate",
     "extract-il": "efficient_bert.algorithms.rho_loss.extract_il",
     "finetune": "efficient_bert.eval.suite",
+    "export": "efficient_bert.tools.export",
     "report": "efficient_bert.tools.report",
     "compare": "efficient_bert.tools.compare",
 }

@@ -1,9 +1,11 @@
-"""Attention backends over unpadded tokens with a symmetric ALiBi bias.
+"""Attention backends over unpadded tokens with a symmetric ALiBi bias, optionally within a sliding window.
 
 Every backend takes ``qkv`` of shape (total_tokens, 3 * heads * head_dim), the QKV projection's
 output (Q, K, V, each head-major), and returns (total_tokens, heads * head_dim). What a backend
 needs beyond the tokens (a padded bias, a block mask) is built once per forward by
-:func:`prepare_attention` and shared by all layers.
+:func:`prepare_attention` and shared by all layers of one kind. Zero slopes leave the bias out (models with
+rotary positions), and a ``window`` limits each token to the keys at most that many positions away
+(ModernBERT's local attention layers); every backend but FlashAttention-4 takes one.
 
 - ``eager``: reference math on a padded view.
 - ``sdpa``: PyTorch's fused scaled-dot-product attention on a padded view with an additive ALiBi +
@@ -37,8 +39,9 @@ from efficient_bert.kernels.flash_attention4 import HEAD_DIMS as FLASH_ATTENTION
     flash_attention4_installed, flash_attention4_unsupported
 from efficient_bert.kernels.short_attention import MAX_SEQLEN as TRITON_MAX_SEQLEN, \
     SHARED_MEMORY_BYTES as TRITON_SHARED_MEMORY_BYTES
-from efficient_bert.model.mosaic_bert.alibi import alibi_bias, alibi_slopes_on
+from efficient_bert.model.mosaic_bert.alibi import alibi_slopes_on
 from efficient_bert.model.mosaic_bert.padding import Unpadded, scatter
+from efficient_bert.model.mosaic_bert.portable.modeling_mosaic_bert import slope_bias
 
 BACKENDS = ("auto", "flash_attn", "triton", "flex", "sdpa", "eager")
 NO_DROPOUT = ("flex", "triton")
@@ -52,6 +55,7 @@ class AttentionInputs:
     backend: str
     info: Unpadded
     slopes: torch.Tensor  # (heads,) float32
+    window: Optional[int] = None  # keys at most this many positions away; None: all
     bias: Optional[torch.Tensor] = None  # eager/sdpa: (batch, heads, seq, seq)
     doc_ids: Optional[torch.Tensor] = None  # flex: (padded_tokens,) document of each packed token
     block_mask: Any = None  # flex: BlockMask
@@ -142,13 +146,15 @@ class BackendPlan:
         return self.long_half if self.long_half is not None and dtype in HALF else self.long
 
 
-def plan_backends(name: str, device: torch.device, dropout_p: float = 0.0, head_dim: int = 64) -> BackendPlan:
+def plan_backends(name: str, device: torch.device, dropout_p: float = 0.0, head_dim: int = 64,
+                  windowed: bool = False) -> BackendPlan:
     """:func:`backend_for_device` for ``device``, with the fallback for batches it cannot take.
 
     Under ``auto`` a batch too long for our Triton kernel runs FlashAttention-4 where it runs on the
     device, takes ``head_dim`` and q/k/v are half precision (faster than FlexAttention and SDPA at 512
     tokens, docs/benchmarks.md), else FlexAttention. A batch whose tiles do not fit the device's shared
-    memory (fp32 on GPUs before Hopper) runs FlexAttention.
+    memory (fp32 on GPUs before Hopper) runs FlexAttention. A ``windowed`` model (local attention layers)
+    never falls back to FlashAttention-4, which takes no window here.
     """
     main = backend_for_device(name, device, dropout_p)
     if main != "triton":
@@ -157,21 +163,31 @@ def plan_backends(name: str, device: torch.device, dropout_p: float = 0.0, head_
         if device.type == "cuda" else None  # the interpreter's CPU tensors have no limit
     if name != "auto":
         return BackendPlan(main, None, shared_memory=shared_memory)
-    fa4 = (flash_attn_version() == 4 and head_dim in FLASH_ATTENTION4_HEAD_DIMS
+    fa4 = (not windowed and flash_attn_version() == 4 and head_dim in FLASH_ATTENTION4_HEAD_DIMS
            and flash_attention4_unsupported(device) is None)
     return BackendPlan(main, "flex", "flash_attn" if fa4 else None, shared_memory)
 
 
-def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(sequences, heads, seq, seq): ALiBi plus -inf on padded keys, over the attention grid."""
+def _padded_bias(info: Unpadded, slopes: torch.Tensor, dtype: torch.dtype, window: Optional[int] = None
+                 ) -> torch.Tensor:
+    """(sequences, heads, seq, seq): ALiBi plus -inf on padded keys and beyond the window, over the
+    attention grid."""
     device = slopes.device
     positions, rows, width = info.attention_grid()
-    bias = alibi_bias(len(slopes), width, device=device)
+    bias = slope_bias(slopes, width)
+    if window is not None:
+        pos = torch.arange(width, device=device)
+        bias = bias.masked_fill((pos[None, :] - pos[:, None]).abs() > window, float("-inf"))
     # index_fill_ takes the value as a kernel argument; `real[positions] = True` copies it to the GPU and waits
     real = torch.zeros(rows * width, device=device, dtype=torch.bool).index_fill_(0, positions, True)
     keys = torch.zeros(rows, 1, 1, width, device=device)
     keys.masked_fill_(~real.view(rows, 1, 1, width), float("-inf"))
     return (bias[None] + keys).to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _zero_slopes(num_heads: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(num_heads, device=device)
 
 
 def _flex_block_mask(info: Unpadded, total: int, device: torch.device):
@@ -199,12 +215,13 @@ def _flex_block_mask(info: Unpadded, total: int, device: torch.device):
 
 
 def prepare_attention(backend: str, info: Unpadded, num_heads: int, device: torch.device,
-                      dtype: torch.dtype) -> AttentionInputs:
-    """Build once per forward what ``backend`` needs; ``dtype`` is the dtype q/k/v will have."""
-    slopes = alibi_slopes_on(num_heads, torch.device(device))
-    inputs = AttentionInputs(backend, info, slopes)
+                      dtype: torch.dtype, alibi: bool = True, window: Optional[int] = None) -> AttentionInputs:
+    """Build once per forward what ``backend`` needs; ``dtype`` is the dtype q/k/v will have. Without
+    ``alibi`` the slopes are zero; ``window`` makes the attention local."""
+    slopes = alibi_slopes_on(num_heads, torch.device(device)) if alibi else _zero_slopes(num_heads, torch.device(device))
+    inputs = AttentionInputs(backend, info, slopes, window)
     if backend in ("eager", "sdpa"):
-        inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32)
+        inputs.bias = _padded_bias(info, slopes, dtype if backend == "sdpa" else torch.float32, window)
     elif backend == "flex":
         inputs.doc_ids, inputs.block_mask = _flex_block_mask(info, int(info.indices.shape[0]), device)
     elif backend == "flash_attn":
@@ -253,12 +270,15 @@ def flex_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropo
     total, _, _, dim = qkv.shape
     padded = inputs.doc_ids.shape[0]
     q, k, v = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, padded - total)).permute(1, 2, 0, 3)[:, None].unbind(0)
-    doc, slopes = inputs.doc_ids, inputs.slopes
+    doc, slopes, window = inputs.doc_ids, inputs.slopes, inputs.window
 
     def alibi_within_document(score, b, h, q_idx, kv_idx):
         # packed positions differ by the in-document distance, so ALiBi needs no position ids
-        alibi = score - slopes[h] * (q_idx - kv_idx).abs()
-        return torch.where(doc[q_idx] == doc[kv_idx], alibi, float("-inf"))
+        distance = (q_idx - kv_idx).abs()
+        allowed = doc[q_idx] == doc[kv_idx]
+        if window is not None:  # a Python int: the compiled kernel has it as a constant
+            allowed = allowed & (distance <= window)
+        return torch.where(allowed, score - slopes[h] * distance, float("-inf"))
 
     out = _flex_kernel(qkv.device.type)(q, k, v, score_mod=alibi_within_document, block_mask=inputs.block_mask)
     return out[0].transpose(0, 1)[:total].reshape(total, heads * dim)
@@ -268,18 +288,22 @@ def triton_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dro
     info = inputs.info
     if info.row_cu_seqlens is not None and info.max_row_tokens <= TRITON_MAX_SEQLEN:
         # packed rows: a tile per row, masked by document, rather than a tile per document
-        return short_attention(qkv, heads, info.row_cu_seqlens, inputs.slopes, info.max_row_tokens, info.documents)
-    return short_attention(qkv, heads, info.cu_seqlens, inputs.slopes, info.max_seqlen)
+        return short_attention(qkv, heads, info.row_cu_seqlens, inputs.slopes, info.max_row_tokens, info.documents,
+                               inputs.window)
+    return short_attention(qkv, heads, info.cu_seqlens, inputs.slopes, info.max_seqlen, window=inputs.window)
 
 
 def flash_attention(qkv: torch.Tensor, heads: int, inputs: AttentionInputs, dropout_p: float = 0.0) -> torch.Tensor:
     info = inputs.info
     if inputs.flash_version == 4:
+        if inputs.window is not None:
+            raise ValueError("attention 'flash_attn' (FlashAttention-4) has no sliding window here; choose attention: auto")
         return flash_attention4(qkv, heads, info.cu_seqlens, inputs.slopes, info.max_seqlen)
     from flash_attn import flash_attn_varlen_qkvpacked_func
 
+    window = (-1, -1) if inputs.window is None else (inputs.window, inputs.window)
     out = flash_attn_varlen_qkvpacked_func(_by_head(qkv, heads), info.cu_seqlens, info.max_seqlen, dropout_p,
-                                           alibi_slopes=inputs.slopes)
+                                           alibi_slopes=inputs.slopes, window_size=window)
     return out.reshape(qkv.shape[0], -1)
 
 

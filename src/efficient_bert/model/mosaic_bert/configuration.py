@@ -1,43 +1,22 @@
-"""The Mosaic BERT config: what an HF export's ``config.json`` holds, and what the model is built from."""
+"""The Mosaic BERT config the library trains with: the portable config (what an export's ``config.json``
+holds) with the training backends checked up front."""
 
 from __future__ import annotations
 
-from typing import Optional
-
-from transformers.configuration_utils import PretrainedConfig
-
-from efficient_bert.model.mosaic_bert.attention import backend_for_device
+from efficient_bert.model.mosaic_bert.portable.configuration_mosaic_bert import MosaicBertConfig as PortableConfig
 
 KERNELS = ("auto", "triton", "torch")
 
 
-class MosaicBertConfig(PretrainedConfig):
-    model_type = "mosaic_bert"
+class MosaicBertConfig(PortableConfig):
+    def __init__(self, attention: str = "auto", kernels: str = "auto", attention_probs_dropout_prob: float = 0.0,
+                 **kwargs):
+        # imported here: the attention module imports transformers' modeling code, whose loading registers
+        # this config with the Auto classes (efficient_bert.model.auto_classes)
+        from efficient_bert.model.mosaic_bert.attention import backend_for_device
 
-    def __init__(self, vocab_size: int = 30528, hidden_size: int = 768, num_hidden_layers: int = 12,
-                 num_attention_heads: int = 12, intermediate_size: int = 3072, hidden_dropout_prob: float = 0.1,
-                 attention_probs_dropout_prob: float = 0.0, layer_norm_eps: float = 1e-12,
-                 initializer_range: float = 0.02, type_vocab_size: int = 2, pad_token_id: int = 0,
-                 attention: str = "auto", kernels: str = "auto", prenorm: bool = False, linear_bias: bool = True,
-                 pad_vocab_to_multiple_of: int = 64, classifier_dropout: Optional[float] = None, **kwargs):
-        """``linear_bias``: whether the encoder layers' QKV, attention-output and MLP-output projections
-        have biases (the GLU input projection has none). Cramming (Geiping & Goldstein 2023) and
-        ModernBERT (Warner et al. 2024) train without them: fewer bias-gradient reductions per step."""
-        if hidden_size % num_attention_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-                             f"({num_attention_heads})")
         backend_for_device(attention, dropout_p=attention_probs_dropout_prob)
         if kernels not in KERNELS:
             raise ValueError(f"unknown kernels '{kernels}'; choose one of {', '.join(KERNELS)}")
-        m = pad_vocab_to_multiple_of
-        kwargs.setdefault("tie_word_embeddings", True)  # the MLM decoder shares the word embeddings
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
-        self.vocab_size = -(-vocab_size // m) * m if m > 1 else vocab_size
-        self.hidden_size, self.num_hidden_layers = hidden_size, num_hidden_layers
-        self.num_attention_heads, self.intermediate_size = num_attention_heads, intermediate_size
-        self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
-        self.layer_norm_eps, self.initializer_range = layer_norm_eps, initializer_range
-        self.type_vocab_size, self.attention, self.prenorm = type_vocab_size, attention, prenorm
-        self.linear_bias = linear_bias
-        self.kernels, self.classifier_dropout = kernels, classifier_dropout
-        self.pad_vocab_to_multiple_of = m
+        super().__init__(attention=attention, kernels=kernels,
+                         attention_probs_dropout_prob=attention_probs_dropout_prob, **kwargs)

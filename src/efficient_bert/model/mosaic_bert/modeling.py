@@ -13,8 +13,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
 
 from efficient_bert.kernels import (add_layer_norm, add_layer_norm_and_sum, cross_entropy, geglu, geglu_reference,
                                     triton_usable)
@@ -22,6 +21,8 @@ from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, Backend
                                                        prepare_attention)
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
 from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
+from efficient_bert.model.mosaic_bert.portable import add_to_export, modeling_mosaic_bert as portable
+from efficient_bert.model.mosaic_bert.portable.modeling_mosaic_bert import sequence_classification_loss
 
 
 @dataclass
@@ -97,21 +98,8 @@ class Backends(NamedTuple):
     fused_kernels: bool
 
 
-class MosaicBertLayer(nn.Module):
-    def __init__(self, config: MosaicBertConfig):
-        super().__init__()
-        h = config.hidden_size
-        self.heads = config.num_attention_heads
-        self.prenorm = config.prenorm
-        self.attention_dropout = config.attention_probs_dropout_prob
-        bias = config.linear_bias
-        self.qkv = nn.Linear(h, 3 * h, bias=bias)
-        self.attn_out = nn.Linear(h, h, bias=bias)
-        self.attn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.gated = nn.Linear(h, 2 * config.intermediate_size, bias=False)  # GeGLU: gelu(x W) * (x V)
-        self.mlp_out = nn.Linear(config.intermediate_size, h, bias=bias)
-        self.mlp_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+class MosaicBertLayer(portable.MosaicBertLayer):
+    """The portable layer's parameters, run on packed tokens with our attention backends and kernels."""
 
     def attention(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
         return self.attn_out(attend(self.qkv(x), self.heads, inputs, self.attention_dropout if self.training else 0.0))
@@ -139,48 +127,38 @@ class MosaicBertLayer(nn.Module):
         return layer_norm(self.mlp_norm, self.mlp(x, fused), x, fused, p), None
 
 
-class MosaicBertPreTrainedModel(PreTrainedModel):
+class MosaicBertPreTrainedModel(portable.MosaicBertPreTrainedModel):
     config_class = MosaicBertConfig
-    base_model_prefix = "bert"
 
     def fsdp_wrap_fn(self, module: nn.Module) -> bool:
         """Composer's FSDP hook: one shard unit per encoder layer, so that only one layer's full
         weights are gathered at a time."""
         return isinstance(module, MosaicBertLayer)
 
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs) -> None:
+        """HF's ``save_pretrained``, plus the portable modeling code and ``auto_map``: the folder loads with
+        ``trust_remote_code=True`` where efficient_bert is not installed."""
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            add_to_export(save_directory)
 
 
-def _compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
+def compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
     """The dtype activations have inside the linear layers (autocast's, when it is on)."""
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return fallback
 
 
-class MosaicBertModel(MosaicBertPreTrainedModel):
+class MosaicBertModel(MosaicBertPreTrainedModel, portable.MosaicBertModel):
     """Embeddings (no learned positions: ALiBi carries position) and the unpadded encoder."""
+
+    layer_class = MosaicBertLayer
 
     def __init__(self, config: MosaicBertConfig):
         super().__init__(config)
-        h = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
-        self.embedding_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.layers = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = nn.LayerNorm(h, eps=config.layer_norm_eps) if config.prenorm else nn.Identity()
         self.compiled_embeddings = False
         self._resolved: dict[tuple[torch.device, bool], Backends] = {}
-        self.post_init()
 
     def backends(self, device: torch.device) -> Backends:
         """The attention plan and whether the fused Triton kernels run, for ``device`` and the current
@@ -192,12 +170,6 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
             self._resolved[key] = Backends(plan_backends(self.config.attention, device, dropout, head_dim),
                                            use_triton(self.config.kernels, device))
         return self._resolved[key]
-
-    def get_input_embeddings(self):
-        return self.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.word_embeddings = value
 
     @staticmethod
     def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
@@ -218,7 +190,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
             info = self.locate_tokens(input_ids, attention_mask)
         device = input_ids.device
         attention, fused = self.backends(device)
-        dtype = _compute_dtype(device, self.word_embeddings.weight.dtype)
+        dtype = compute_dtype(device, self.word_embeddings.weight.dtype)
         inputs = prepare_attention(attention.backend_for_batch(info.max_seqlen, dtype), info, self.config.num_attention_heads,
                                    device, dtype)
         flat_ids = input_ids.flatten()[info.indices]
@@ -240,13 +212,13 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, seq_lengths: Optional[Sequence[int]] = None,
-                document_lengths: Optional[Sequence[Sequence[int]]] = None, **_) -> torch.Tensor:
+                document_lengths: Optional[Sequence[Sequence[int]]] = None, **_) -> BaseModelOutput:
         """Padded (batch, seq, hidden) hidden states (zeros at padding), for HF-style callers; packed
         rows (``document_lengths``, :func:`~efficient_bert.model.mosaic_bert.padding.locate`) attend
         within each document."""
         info = self.locate_tokens(input_ids, attention_mask, seq_lengths, document_lengths)
         x, inputs = self.encode(input_ids, attention_mask, token_type_ids, info)
-        return pad(x, inputs.info)
+        return BaseModelOutput(last_hidden_state=pad(x, inputs.info))
 
     def compile_layers(self, **compile_kwargs) -> None:
         """Compile each encoder layer in place (regional compilation): one graph serves every layer
@@ -258,39 +230,9 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         self.compiled_embeddings = True
 
 
-class MosaicBertLMHead(nn.Module):
-    """BERT's transform (dense, GELU, LayerNorm) and the decoder tied to the word embeddings."""
-
-    def __init__(self, config: MosaicBertConfig, word_embeddings: nn.Embedding):
-        super().__init__()
-        h = config.hidden_size
-        self.transform = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h, eps=config.layer_norm_eps))
-        self.decoder = nn.Linear(h, config.vocab_size)
-        self.decoder.weight = word_embeddings.weight
-
-    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None
-                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Logits of ``x`` and, given ``labels`` for the same rows, their cross-entropy (computed
-        here so that a compiled head fuses the float32 softmax instead of writing float32 logits)."""
-        logits = self.decoder(self.transform(x))
-        return logits, (None if labels is None else F.cross_entropy(logits.float(), labels))
-
-
-class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
-    _tied_weights_keys = {"head.decoder.weight": "bert.word_embeddings.weight"}
+class MosaicBertForMaskedLM(MosaicBertPreTrainedModel, portable.MosaicBertForMaskedLM):
+    encoder_class = MosaicBertModel
     sparse_prediction = True  # the MLM head runs only on labelled tokens (FLOP counting reads this)
-
-    def __init__(self, config: MosaicBertConfig):
-        super().__init__(config)
-        self.bert = MosaicBertModel(config)
-        self.head = MosaicBertLMHead(config, self.bert.word_embeddings)
-        self.post_init()
-
-    def get_input_embeddings(self):
-        return self.bert.word_embeddings
-
-    def get_output_embeddings(self):
-        return self.head.decoder
 
     def compile_regions(self, **compile_kwargs) -> None:
         """``torch.compile`` the layers and the head; unpadding and the attention setup stay eager."""
@@ -336,20 +278,11 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
         return SparseMaskedLMOutput(loss=loss, logits=logits, labels=masked_labels)
 
 
-class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
+class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel, portable.MosaicBertForSequenceClassification):
     """BERT's pooler (dense + tanh on the first token) and a linear classifier; HF's loss rules
     (regression for one label, cross-entropy for integer labels, BCE for multi-label)."""
 
-    def __init__(self, config: MosaicBertConfig):
-        super().__init__(config)
-        h = config.hidden_size
-        self.num_labels = config.num_labels
-        self.bert = MosaicBertModel(config)
-        self.pooler = nn.Sequential(nn.Linear(h, h), nn.Tanh())
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(h, config.num_labels)
-        self.post_init()
+    encoder_class = MosaicBertModel
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
@@ -363,21 +296,5 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
         logits = self.classifier(self.dropout(self.pooler(first)))
         loss = None
         if labels is not None:
-            loss = self._loss(logits.float(), labels)
+            loss = sequence_classification_loss(self.config, logits.float(), labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        problem = self.config.problem_type
-        if problem is None:
-            if self.num_labels == 1:
-                problem = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
-            self.config.problem_type = problem
-        if problem == "regression":
-            return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
-        if problem == "single_label_classification":
-            return F.cross_entropy(logits, labels.view(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels.float())

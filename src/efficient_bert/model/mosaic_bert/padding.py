@@ -40,6 +40,12 @@ class Unpadded:
             return self.indices, self.batch, self.seqlen
         return self.sequence_indices, self.sequences, self.max_seqlen
 
+    def positions(self) -> torch.Tensor:
+        """(total_tokens,) each token's position within its sequence (its column in the padded input,
+        or in its document for packed rows)."""
+        grid, _, width = self.attention_grid()
+        return grid % width
+
 
 def locate(attention_mask: torch.Tensor, seq_lengths: Optional[Sequence[int]] = None,
            document_lengths: Optional[Sequence[Sequence[int]]] = None) -> Unpadded:
