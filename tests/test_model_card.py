@@ -13,7 +13,7 @@ FACTS = model_card.TrainingFacts(
     budget={"hours": 0.05, "clock": "reference", "charged_hours": 0.050026},
     data={"train": {"documents": 8736, "rows": 251_992, "tokens": 32_255_103, "concat_tokens": 128,
                     "sources": ["/data/enwiki2015-train-00000.jsonl.zst"]}},
-    eval_loss=3.2409, masked_accuracy=0.4486, unigram_floor=7.2067)
+    eval_loss=3.2409, eval_step=1536, masked_accuracy=0.4486, unigram_floor=7.2067)
 
 
 def test_the_card_states_what_a_reader_needs(tokenizer):
@@ -28,7 +28,7 @@ def test_the_card_states_what_a_reader_needs(tokenizer):
                  "8,736 documents, 32,255,103 tokens in 251,992 rows of 128 tokens, from enwiki2015-train-00000",
                  "Trained 1,536 steps, 100,663,296 tokens (786,432 rows) of batch 512",
                  "Budget: 0.05 hours on the reference clock (0.0500 hours charged)",
-                 "**3.2409** (unigram floor 7.2067; 3.9658 nats below it)", "masked-token accuracy 44.86%",
+                 "eval split at step 1,536: **3.2409** (unigram floor 7.2067; 3.9658 nats below it)", "masked-token accuracy 44.86%",
                  'from_pretrained("path/to/this/folder", trust_remote_code=True)', FACTS.command):
         assert fact in card, fact
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: fill-mask\n")

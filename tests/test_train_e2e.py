@@ -42,7 +42,7 @@ def test_pretraining_lowers_eval_loss_and_writes_checkpoint_and_hf_export(tmp_pa
     assert model.config.hidden_size == 64 and len(tok) == model.config.vocab_size == 2000
     card = (out / "hf" / "README.md").read_text()
     train = json.loads((token_mds / "train" / "conversion.json").read_text())
-    for fact in ("Trained 30 steps, ", f"{train['tokens']:,} tokens", f"**{losses[-1]:.4f}**",
+    for fact in ("Trained 30 steps, ", f"{train['tokens']:,} tokens", f"at step 30: **{losses[-1]:.4f}**",
                  f"unigram floor {history[-1]['eval/UnigramEntropy']:.4f}", f"main.py {TINY}"):
         assert fact in card, fact
 

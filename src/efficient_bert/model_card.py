@@ -36,7 +36,8 @@ class TrainingFacts:
     algorithms: list[str] = field(default_factory=list)
     budget: Optional[dict[str, Any]] = None  # hours, clock, charged_hours
     data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> conversion.json
-    eval_loss: Optional[float] = None
+    eval_loss: Optional[float] = None  # of the last evaluation, at step eval_step
+    eval_step: Optional[int] = None
     masked_accuracy: Optional[float] = None
     unigram_floor: Optional[float] = None
 
@@ -123,7 +124,8 @@ def render(model: Any, tokenizer: Any, facts: TrainingFacts) -> str:
         if facts.unigram_floor is not None:
             below = facts.unigram_floor - facts.eval_loss
             gap = f" (unigram floor {facts.unigram_floor:.4f}; {abs(below):.4f} nats {'below' if below > 0 else 'above'} it)"
-        lines.append(f"- Eval MLM loss on the {split} split: **{facts.eval_loss:.4f}**{gap}; masked-token "
+        at = "" if facts.eval_step is None else f" at step {facts.eval_step:,}"
+        lines.append(f"- Eval MLM loss on the {split} split{at}: **{facts.eval_loss:.4f}**{gap}; masked-token "
                      f"accuracy {_number(None if facts.masked_accuracy is None else 100 * facts.masked_accuracy, '.2f')}%.")
         lines.append("- The unigram floor is the loss of a model that knows only token frequencies: the distance "
                      "below it is what the model learned from context.")

@@ -14,7 +14,15 @@ from composer.core import Callback, State
 
 
 class BudgetProgress(Callback):
-    """A callback that counts a training budget: ``fraction`` is the share used at the end of the last step."""
+    """A callback that counts a training budget of ``seconds`` on its ``clock``: ``used_seconds`` and
+    ``fraction`` are what the run has used at the end of the last step."""
+
+    seconds: float
+    clock: str
+
+    @property
+    def used_seconds(self) -> float:
+        raise NotImplementedError
 
     @property
     def fraction(self) -> float:

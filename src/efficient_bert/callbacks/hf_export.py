@@ -18,6 +18,7 @@ from efficient_bert.callbacks.eval_history import EvalHistory
 from efficient_bert.callbacks.outputs import WritesOutputs
 from efficient_bert.files import replace_folder
 from efficient_bert.model.checkpoint import export_hf, unwrap
+from efficient_bert.progress import find_budget
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,7 @@ def run_facts(state: State, facts: Optional[model_card.TrainingFacts]) -> model_
     ts = state.timestamp
     facts = dataclasses.replace(facts or model_card.TrainingFacts(command=""), steps=int(ts.batch),
                                 tokens=int(ts.token), samples=int(ts.sample))
-    # the run's TrainingBudget, by what it has: efficient_bert.budget imports this package
-    budget = next((c for c in state.callbacks if all(hasattr(c, a) for a in ("seconds", "clock", "used_seconds"))),
-                  None)
+    budget = find_budget(state)
     if budget is not None:
         facts.budget = {"hours": budget.seconds / 3600, "clock": budget.clock, "charged_hours": budget.used_seconds / 3600}
     history = next((c for c in state.callbacks if isinstance(c, EvalHistory)), None)
@@ -77,4 +76,5 @@ def run_facts(state: State, facts: Optional[model_card.TrainingFacts]) -> model_
         facts.eval_loss = last.get("eval/LanguageCrossEntropy")
         facts.masked_accuracy = last.get("eval/MaskedAccuracy")
         facts.unigram_floor = last.get("eval/UnigramEntropy")
+        facts.eval_step = last.get("batch")
     return facts

@@ -39,6 +39,7 @@ def run_facts(checkpoint: Path, state: dict[str, Any]):
             facts.eval_loss = records[-1].get("eval/LanguageCrossEntropy")
             facts.masked_accuracy = records[-1].get("eval/MaskedAccuracy")
             facts.unigram_floor = records[-1].get("eval/UnigramEntropy")
+            facts.eval_step = records[-1].get("batch")
     budget = config.get("budget") or {}
     if budget.get("hours"):
         key = {"reference": BUDGET_REFERENCE_HOURS, "rst": BUDGET_RST_HOURS}.get(budget.get("clock"), BUDGET_WALL_HOURS)
