@@ -119,6 +119,9 @@ def test_compare_table_is_rebuilt_from_the_records(tmp_path):
     assert "| 17, 18 | 3.3000 | +0.3000 ± 0.0791 | worse |" in lines["layer-drop"]
     assert "| 17, 18 | 3.0050 | +0.0050 ± 0.0791 | no measurable difference |" in lines["lion"]
     assert lines["layer-drop"].endswith("| 59.00 | -3.00 ± 1.58 | no measurable difference |")
+    # in words, beside what NoTrainNoGain found for the same method
+    assert ("- **layer-drop** (2 seeds): hurts on eval loss (+0.3000 ± 0.0791); no measurable difference on GLUE-5 "
+            "(-3.00 ± 1.58 points). NoTrainNoGain: no gain over a fully-decayed baseline.") in text
     assert (tmp_path / "results" / "eval_loss_0.05h.png").is_file()
     assert "![eval loss against budget, 3 minutes](results/eval_loss_0.05h.png)" in text
 

@@ -19,6 +19,11 @@ METHODS = {  # name -> the YAML layers (under yamls/) it adds to the recipe
     "batch-size-warmup": ("methods/batch-size-warmup.yaml",),
 }
 BASELINE = "baseline"
+# Kaddour et al., "No Train No Gain" (NeurIPS 2023), BERT and T5 at 6, 12 and 24 hours of a reference
+# system: the six methods it studied gave no training, validation or downstream gain over a baseline
+# whose learning rate decays fully within the budget. It did not study the others.
+NO_TRAIN_NO_GAIN = {m: "no gain over a fully-decayed baseline" for m in
+                    ("layer-stacking", "layer-drop", "selective-backprop", "rho-loss", "lion", "sophiag")}
 RHO = "rho-loss"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from efficient_bert.tools.compare import records as rec
-from efficient_bert.tools.compare.methods import BASELINE
+from efficient_bert.tools.compare.methods import BASELINE, NO_TRAIN_NO_GAIN
 from efficient_bert.tools.compare.verdict import Comparison, compare_with_baseline
 from efficient_bert.tools.report import fmt
 
@@ -107,7 +107,9 @@ def in_words(lines: Sequence[Line]) -> list[str]:
                 f"{WORDS[loss.verdict]} on eval loss ({_delta(loss, 4)})")
         if glue is not None:
             text += f"; {WORDS[glue.verdict]} on GLUE-5 ({_delta(glue, 2, 100)} points)"
-        out.append(text + ".")
+        found = [NO_TRAIN_NO_GAIN[m] for m in line.method.split("+") if m in NO_TRAIN_NO_GAIN]
+        text += f". NoTrainNoGain: {'; '.join(found)}." if found else ". Not studied by NoTrainNoGain."
+        out.append(text)
     return out
 
 
