@@ -135,6 +135,10 @@ def test_budget_stops_anneals_exports_evaluates_and_resumes(tmp_path, tokenizer_
     markers = tmp_path / "ckpt" / "time_markers"
     assert [p.name for p in markers.iterdir()] == ["marker-0.5"]
     assert (markers / "marker-0.5" / "config.json").exists()
+    card = (markers / "marker-0.5" / "README.md").read_text()  # the export at half the budget, as it was then
+    assert "Trained 18 steps, " in card and "Budget: 0.1 hours on the wall clock (0.0500 hours charged)" in card
+    # with the last evaluation before it (step 18's runs after the step's end, where the export is made)
+    assert f"at step 9: **{run.eval_history.records[0]['eval/LanguageCrossEntropy']:.4f}**" in card
     run.close()
 
     # resume from the checkpoint at batch 18: the spent half of the budget comes back with it

@@ -5,32 +5,34 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from composer.core import State
 from composer.loggers import Logger
 from composer.utils import dist
 
 from efficient_bert.budget.training_budget import find_budget
+from efficient_bert.callbacks.hf_export import export_with_card
 from efficient_bert.callbacks.outputs import WritesOutputs
-from efficient_bert.model.checkpoint import export_hf
+from efficient_bert.model_card import TrainingFacts
 
 log = logging.getLogger(__name__)
 
 
 class TimeMarkerExport(WritesOutputs):
     """After the first step at which the run's budget fraction reaches each marker, write an HF export
-    to ``folder/marker-<m>`` (rank 0), once per marker, resumed runs included. Must come after the
-    budget in the callback list; the export runs outside the budget's counted time.
+    with its model card to ``folder/marker-<m>`` (rank 0), once per marker, resumed runs included. Must
+    come after the budget in the callback list; the export runs outside the budget's counted time.
     """
 
-    def __init__(self, markers: Sequence[float], folder: str):
+    def __init__(self, markers: Sequence[float], folder: str, facts: Optional[TrainingFacts] = None):
         bad = [m for m in markers if not 0.0 < m <= 1.0]
         if bad:
             raise ValueError(f"finetune_time_markers are fractions of the budget in (0, 1], got {bad}")
         self.markers = sorted(set(float(m) for m in markers))
         self.folder = Path(folder)
         self.done: list[float] = []
+        self.facts = facts
 
     def path(self, marker: float) -> Path:
         return self.folder / f"marker-{marker:g}"
@@ -51,7 +53,7 @@ class TimeMarkerExport(WritesOutputs):
         for marker in self.markers:
             if marker not in self.done and fraction >= marker:
                 if dist.get_global_rank() == 0:
-                    export_hf(state.model, self.path(marker))
+                    export_with_card(state, self.path(marker), self.facts)
                     log.info("budget marker %g reached at %s: HF export in %s", marker, state.timestamp.batch,
                              self.path(marker))
                 dist.barrier()

@@ -52,14 +52,19 @@ class HFExport(WritesOutputs):
         if dist.get_global_rank() == 0:
             partial = self.folder.with_name(f".{self.folder.name}.partial")
             shutil.rmtree(partial, ignore_errors=True)
-            export_hf(state.model, partial)
-            wrapper = unwrap(state.model)
-            card = model_card.render(wrapper.model, getattr(wrapper, "tokenizer", None), run_facts(state, self.facts))
-            model_card.write(partial, card)
+            export_with_card(state, partial, self.facts)
             replace_folder(partial, self.folder)
             self.exported = self.folder
             log.info("HF export written to %s", self.exported)
         dist.barrier()
+
+
+def export_with_card(state: State, folder: Path, facts: Optional[model_card.TrainingFacts]) -> None:
+    """The run's model, tokenizer and model card, in HF format, into ``folder``."""
+    export_hf(state.model, folder)
+    wrapper = unwrap(state.model)
+    model_card.write(folder, model_card.render(wrapper.model, getattr(wrapper, "tokenizer", None),
+                                               run_facts(state, facts)))
 
 
 def run_facts(state: State, facts: Optional[model_card.TrainingFacts]) -> model_card.TrainingFacts:

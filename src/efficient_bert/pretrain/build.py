@@ -205,8 +205,6 @@ def build_callbacks(cfg: TrainConfig, device: Device, world_size: int,
                                                            else {})}
     sections = {**{k: v for k, v in defaults.items() if k not in cfg.callbacks}, **cfg.callbacks}
     callbacks = build_components(CALLBACKS, sections, "callbacks", save_folder=records)
-    for exporter in (c for c in callbacks if isinstance(c, HFExport)):
-        exporter.facts = training_facts(to_container(cfg), launch_command())
     history = EvalHistory(str(Path(cfg.save_folder) / EVAL_HISTORY_FILE) if is_local(cfg.save_folder) else None)
     callbacks += [history, TrainedCounts(), CheckpointOnSignal()]
     if world_size > 1 and not any(isinstance(c, ReplicaCheck) for c in callbacks):
@@ -295,6 +293,8 @@ def build_trainer(cfg: TrainConfig) -> Run:
     records = records_folder(cfg)
     run_callbacks, history = build_callbacks(cfg, device, world_size, records)
     callbacks += run_callbacks
+    for exporter in (c for c in callbacks if isinstance(c, (HFExport, TimeMarkerExport))):
+        exporter.facts = training_facts(to_container(cfg), launch_command())  # for the model cards
     loggers = build_loggers(cfg, records)
     train_loader, eval_loader, loaders = build_loaders(cfg, tokenizer, train_rows, device.name)
     try:
