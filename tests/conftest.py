@@ -126,6 +126,18 @@ def tiny_mosaic(layers: int = 4, vocab_size: int = 2000):
     return ComposerMLM(MosaicBertForMaskedLM(cfg))
 
 
+def perturbed(model, seed: int = 0):
+    """``model`` in eval mode with every parameter moved off its initial value (norm weights off 1, biases
+    off 0), so that a comparison of two implementations sees each one."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
 class StepWatch(Callback):
     """Per training step of an HF BERT in a Composer model (``tiny_hf_bert``, ``tiny-cpu.yaml``'s): the
     rows trained, their sample ids, and how many encoder layers ran."""

@@ -12,22 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import sample_documents
+from conftest import perturbed, sample_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADER = ROOT / "tests" / "helpers" / "load_export.py"
 # float32 on CPU: the portable model (padded SDPA) and ours (unpadded) differ only in summation order
 ATOL = 1e-5
-
-
-def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter moved off its initial value (LayerNorm weights off 1, biases off 0), so the
-    comparison sees each one."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def sentences() -> list[str]:

@@ -55,3 +55,13 @@ def test_fine_tuning_results_replace_their_section_and_leave_other_cards_alone(t
     (theirs / "README.md").write_text("# someone else's card\n")
     assert not model_card.add_results(theirs, "# results\n", "cmd")
     assert (theirs / "README.md").read_text() == "# someone else's card\n"
+
+
+def test_a_modernbert_card_says_how_its_layers_attend(tokenizer):
+    from efficient_bert.model.modernbert import build_modernbert
+
+    model = build_modernbert(tokenizer, size="tiny", global_attn_every_n_layers=2).model  # global, local, global
+    card = model_card.render(model, tokenizer, FACTS)
+    assert ("global attention in 2 of 3 layers and local attention (window 128) in the others, GeGLU, pre-LN, "
+            "no biases in the encoder.") in card
+    assert 'from_pretrained("path/to/this/folder")\n' in card  # transformers' own classes: no remote code

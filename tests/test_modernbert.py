@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import mlm_batch
+from conftest import mlm_batch, perturbed
 
 # tiny, and a window of +-8 tokens inside rows of up to 40: the local layers see only part of a row
 TINY = dict(size="tiny", local_attention=16, global_attn_every_n_layers=2, num_hidden_layers=3)
@@ -17,12 +17,7 @@ def fast(tokenizer, attention="sdpa", seed=0, **kw):
     from efficient_bert.model.modernbert import build_modernbert
 
     torch.manual_seed(seed)
-    model = build_modernbert(tokenizer, attention=attention, kernels="torch", **{**TINY, **kw}).model
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    return perturbed(build_modernbert(tokenizer, attention=attention, kernels="torch", **{**TINY, **kw}).model, seed)
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,16 @@ table to the card of the export it fine-tuned (:func:`add_results`). No Composer
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from efficient_bert.files import write_text_atomically
+
 CARD = "README.md"
 RESULTS_BEGIN = "<!-- efficient-bert finetune results -->"
 RESULTS_END = "<!-- end of finetune results -->"
-CONVERSION_INFO = "conversion.json"  # what convert_c4.py writes beside a split's shards
 
 
 @dataclass
@@ -35,20 +35,18 @@ class TrainingFacts:
     precision: Optional[str] = None
     algorithms: list[str] = field(default_factory=list)
     budget: Optional[dict[str, Any]] = None  # hours, clock, charged_hours
-    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> conversion.json
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> its conversion.json (convert_c4.py)
     eval_loss: Optional[float] = None  # of the last evaluation, at step eval_step
     eval_step: Optional[int] = None
     masked_accuracy: Optional[float] = None
     unigram_floor: Optional[float] = None
 
-
-def conversion_info(split_folder: str | Path) -> Optional[dict[str, Any]]:
-    """A split's ``conversion.json`` (documents, rows, tokens, sources, tokenizer), if it has one."""
-    path = Path(split_folder) / CONVERSION_INFO
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    def take_evaluation(self, record: dict[str, Any]) -> None:
+        """The figures of one evaluation, as ``EvalHistory`` records it (``eval_history.json``)."""
+        self.eval_loss = record.get("eval/LanguageCrossEntropy")
+        self.masked_accuracy = record.get("eval/MaskedAccuracy")
+        self.unigram_floor = record.get("eval/UnigramEntropy")
+        self.eval_step = record.get("batch")
 
 
 def _architecture(model: Any) -> list[str]:
@@ -64,9 +62,11 @@ def _architecture(model: Any) -> list[str]:
         lines.append(f"- ALiBi attention bias (no position embeddings), GeGLU feed-forward, "
                      f"{'pre' if c.prenorm else 'post'}-LN, {'with' if c.linear_bias else 'no'} linear biases.")
     elif kind == "modernbert":
-        every = c.layer_types.count("full_attention")
-        lines.append(f"- Rotary positions, global attention in {every} of {c.num_hidden_layers} layers and "
-                     f"local attention (window {c.local_attention}) in the others, GeGLU, pre-LN, no biases.")
+        types = getattr(c, "layer_types", None)  # not a field of every transformers version's config
+        where = f"in {types.count('full_attention')} of {c.num_hidden_layers} layers" if types else "in some layers"
+        biases = "with" if c.attention_bias or c.mlp_bias or c.norm_bias else "no"
+        lines.append(f"- Rotary positions, global attention {where} and local attention (window "
+                     f"{c.local_attention}) in the others, GeGLU, pre-LN, {biases} biases in the encoder.")
     return lines
 
 
@@ -156,5 +156,5 @@ def add_results(folder: str | Path, markdown: str, command: str) -> bool:
     body = re.sub(r"^# ", "## ", markdown.strip(), count=1)
     section = f"{RESULTS_BEGIN}\n{body}\n\n```bash\n{command}\n```\n{RESULTS_END}"
     start, end = text.index(RESULTS_BEGIN), text.index(RESULTS_END) + len(RESULTS_END)
-    path.write_text(text[:start] + section + text[end:])
+    write_text_atomically(path, text[:start] + section + text[end:])  # the user's export: never half a card
     return True

@@ -7,6 +7,7 @@ import Composer.
 
 import json
 from pathlib import Path
+from typing import Any, Iterator
 
 METRICS_FILE = "metrics.jsonl"  # one JSON line per logged batch (callbacks.metrics_file)
 RUN_FILE = "run.json"  # the run's resolved configuration
@@ -20,15 +21,28 @@ BUDGET_REFERENCE_HOURS = "budget/reference_hours"  # charged by the reference cl
 BUDGET_COMPILE_SECONDS = "budget/compile_seconds"  # torch.compile time the budget left out
 
 
+def metric_rows(folder: Path) -> Iterator[dict[str, Any]]:
+    """The rows of the metrics file in ``folder`` (none without one); a line that a killed run cut off
+    is skipped."""
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            yield row
+
+
 def trained_batches(folder: Path) -> int:
     """The last batch that the run recorded in ``folder`` reached, by its metrics file: 0 for a run that
     trained nothing (one that failed at its first step leaves only its evaluation at batch 0)."""
-    path = Path(folder) / METRICS_FILE
     last = 0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                last = max(last, int(json.loads(line).get("batch", 0)))
-            except (ValueError, AttributeError, TypeError):
-                continue  # a line cut off by a killed run
+    for row in metric_rows(folder):
+        try:
+            last = max(last, int(row.get("batch", 0)))
+        except (ValueError, TypeError):
+            continue
     return last

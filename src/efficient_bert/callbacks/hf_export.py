@@ -77,9 +77,5 @@ def run_facts(state: State, facts: Optional[model_card.TrainingFacts]) -> model_
         facts.budget = {"hours": budget.seconds / 3600, "clock": budget.clock, "charged_hours": budget.used_seconds / 3600}
     history = next((c for c in state.callbacks if isinstance(c, EvalHistory)), None)
     if history is not None and history.records:
-        last = history.records[-1]
-        facts.eval_loss = last.get("eval/LanguageCrossEntropy")
-        facts.masked_accuracy = last.get("eval/MaskedAccuracy")
-        facts.unigram_floor = last.get("eval/UnigramEntropy")
-        facts.eval_step = last.get("batch")
+        facts.take_evaluation(history.records[-1])
     return facts

@@ -30,6 +30,18 @@ from efficient_bert.data.corpus import (BadInputError, BadInputStats, find_split
 from efficient_bert.files import replace_folder
 
 CONVERSION_INFO = "conversion.json"
+
+
+def conversion_info(split_folder: str | Path) -> Optional[dict[str, Any]]:
+    """What the conversion of a split recorded (documents, rows, tokens, sources, the tokenizer and its
+    vocabulary digest); None for a split without it (written before it was recorded, or mirrored without it)."""
+    path = Path(split_folder) / CONVERSION_INFO
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON ({exc}); convert the split again, or delete the file") from None
 # written into index.json for every shard: the dataset checks a raw shard against it before reading it
 SHARD_HASHES = ["sha1"]
 

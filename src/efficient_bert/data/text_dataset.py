@@ -37,13 +37,12 @@ def corrupt_shard_message(exc: BaseException) -> str:
 def check_shard_tokenizer(folder: Path, tokenizer: Any) -> None:
     """Token rows must be read with the tokenizer that wrote them: ``conversion.json`` names it by its
     vocabulary digest (shards written before it was recorded, or mirrored without it, are not checked)."""
-    from efficient_bert.data.convert import CONVERSION_INFO
+    from efficient_bert.data.convert import conversion_info
     from efficient_bert.data.tokenizer import vocabulary_digest
 
-    info_path = folder / CONVERSION_INFO
-    if not info_path.is_file():
+    info = conversion_info(folder)
+    if info is None:
         return
-    info = json.loads(info_path.read_text())
     made_with = info.get("tokenizer_vocabulary")
     if made_with is not None and made_with != vocabulary_digest(tokenizer):
         raise ValueError(f"the shards under {folder} hold the ids of the tokenizer {info.get('tokenizer')} (vocabulary "

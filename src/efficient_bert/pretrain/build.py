@@ -31,10 +31,11 @@ from efficient_bert.budget.cost_table import CostTable
 from efficient_bert.callbacks import (CheckpointOnSignal, ConsoleLog, EvalHistory, HFExport, MetricsFile, NaNGuard,
                                       ReplicaCheck, TrainedCounts)
 from efficient_bert.checkpoint_folder import checkpoints, recover_checkpoints
+from efficient_bert.data.convert import conversion_info
 from efficient_bert.data.dataloader import build_mlm_dataloader
 from efficient_bert.data.tokenizer import load_tokenizer
 from efficient_bert.errors import ConfigError, nearest
-from efficient_bert.model_card import TrainingFacts, conversion_info
+from efficient_bert.model_card import TrainingFacts
 from efficient_bert.optim import SophiaG, param_groups
 from efficient_bert.pretrain.checks import (check_components, check_cost_table, check_fresh_save_folder,
                                             check_packing, check_precision, check_sizes_and_paths, is_local)

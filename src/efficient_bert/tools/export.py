@@ -24,7 +24,7 @@ def run_facts(checkpoint: Path, state: dict[str, Any]):
     from efficient_bert import model_card
     from efficient_bert.pretrain.build import training_facts
     from efficient_bert.run_files import (BUDGET_REFERENCE_HOURS, BUDGET_RST_HOURS, BUDGET_WALL_HOURS,
-                                          EVAL_HISTORY_FILE, METRICS_FILE, RUN_FILE)
+                                          EVAL_HISTORY_FILE, RUN_FILE, metric_rows)
 
     folder = checkpoint.parent
     config = json.loads((folder / RUN_FILE).read_text()) if (folder / RUN_FILE).is_file() else {}
@@ -36,22 +36,14 @@ def run_facts(checkpoint: Path, state: dict[str, Any]):
     if history.is_file():
         records = [r for r in json.loads(history.read_text()) if r.get("batch", 0) <= facts.steps]
         if records:
-            facts.eval_loss = records[-1].get("eval/LanguageCrossEntropy")
-            facts.masked_accuracy = records[-1].get("eval/MaskedAccuracy")
-            facts.unigram_floor = records[-1].get("eval/UnigramEntropy")
-            facts.eval_step = records[-1].get("batch")
+            facts.take_evaluation(records[-1])
     budget = config.get("budget") or {}
     if budget.get("hours"):
         key = {"reference": BUDGET_REFERENCE_HOURS, "rst": BUDGET_RST_HOURS}.get(budget.get("clock"), BUDGET_WALL_HOURS)
         charged = None
-        if (folder / METRICS_FILE).is_file():
-            for line in (folder / METRICS_FILE).read_text(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if row.get("batch", 0) <= facts.steps and key in row:
-                    charged = row[key]
+        for row in metric_rows(folder):
+            if row.get("batch", 0) <= facts.steps and key in row:
+                charged = row[key]
         facts.budget = {"hours": budget["hours"], "clock": budget.get("clock", "wall"), "charged_hours": charged}
     return facts
 

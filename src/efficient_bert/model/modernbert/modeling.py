@@ -25,7 +25,7 @@ from efficient_bert.kernels import cross_entropy, geglu, geglu_reference
 from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, plan_backends, prepare_attention
 from efficient_bert.model.mosaic_bert.modeling import (Backends, SparseMaskedLMOutput, add_norm, compute_dtype,
                                                        layer_norm, use_triton)
-from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
+from efficient_bert.model.mosaic_bert.padding import Unpadded, labelled_tokens, locate_tokens, pad
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' names of the two layer types
 
@@ -185,7 +185,7 @@ class FastModernBertModel(FastModernBertPreTrainedModel):
             self._resolved[key] = Backends(plan, use_triton(getattr(c, "kernels", "auto"), device))
         return self._resolved[key]
 
-    def encode(self, input_ids: torch.Tensor, info: Unpadded) -> tuple[torch.Tensor, Unpadded]:
+    def encode(self, input_ids: torch.Tensor, info: Unpadded) -> torch.Tensor:
         """Hidden states of the real tokens, (total_tokens, hidden)."""
         c = self.config
         device = input_ids.device
@@ -204,27 +204,18 @@ class FastModernBertModel(FastModernBertPreTrainedModel):
         x = emb.drop(layer_norm(emb.norm, x, None, fused))
         for layer in self.layers:
             x = layer(x, inputs, rotary, fused)
-        return layer_norm(self.final_norm, x, None, fused), info
+        return layer_norm(self.final_norm, x, None, fused)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 seq_lengths: Optional[Sequence[int]] = None,
                 document_lengths: Optional[Sequence[Sequence[int]]] = None, **_) -> BaseModelOutput:
         """Padded (batch, seq, hidden) hidden states, zeros at padding."""
         info = locate_tokens(input_ids, attention_mask, seq_lengths, document_lengths)
-        x, info = self.encode(input_ids, info)
-        return BaseModelOutput(last_hidden_state=pad(x, info))
+        return BaseModelOutput(last_hidden_state=pad(self.encode(input_ids, info), info))
 
     def compile_layers(self, **compile_kwargs) -> None:
         for layer in self.layers:
             layer.compile(**{"dynamic": True, **compile_kwargs})
-
-
-def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                  seq_lengths: Optional[Sequence[int]], document_lengths: Optional[Sequence[Sequence[int]]]) -> Unpadded:
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-        seq_lengths = [input_ids.shape[1]] * input_ids.shape[0]
-    return locate(attention_mask, seq_lengths, document_lengths)
 
 
 class ModernBertHead(nn.Module):
@@ -268,17 +259,11 @@ class FastModernBertForMaskedLM(FastModernBertPreTrainedModel):
         """As Mosaic BERT's: without labels, padded full logits; with them, the labelled positions' logits
         and labels (:class:`SparseMaskedLMOutput`) and their cross-entropy."""
         info = locate_tokens(input_ids, attention_mask, seq_lengths, document_lengths)
-        x, _ = self.model.encode(input_ids, info)
         if labels is None:
-            return MaskedLMOutput(logits=pad(self.decoder(self.head(x)), info))
-        flat_labels = labels.flatten()[info.indices]
-        labelled = flat_labels != -100
-        if masked_counts is None:
-            masked = torch.nonzero(labelled).flatten()
-        else:
-            masked = torch.nonzero_static(labelled, size=sum(int(n) for n in masked_counts)).flatten()
-        masked_labels = flat_labels.index_select(0, masked)
-        logits = self.decoder(self.head(x.index_select(0, masked)))
+            return MaskedLMOutput(logits=pad(self.decoder(self.head(self.model.encode(input_ids, info))), info))
+        masked, masked_labels = labelled_tokens(labels, info, masked_counts)
+        x = self.model.encode(input_ids, info).index_select(0, masked)
+        logits = self.decoder(self.head(x))
         if self.model.backends(x.device).fused_kernels:
             loss = cross_entropy(logits, masked_labels)
         else:

@@ -20,7 +20,7 @@ from efficient_bert.kernels import (add_layer_norm, add_layer_norm_and_sum, cros
 from efficient_bert.model.mosaic_bert.attention import (AttentionInputs, BackendPlan, attend, plan_backends,
                                                        prepare_attention)
 from efficient_bert.model.mosaic_bert.configuration import MosaicBertConfig
-from efficient_bert.model.mosaic_bert.padding import Unpadded, locate, pad
+from efficient_bert.model.mosaic_bert.padding import Unpadded, labelled_tokens, locate_tokens, pad
 from efficient_bert.model.mosaic_bert.portable import add_to_export, modeling_mosaic_bert as portable
 from efficient_bert.model.mosaic_bert.portable.modeling_mosaic_bert import sequence_classification_loss
 
@@ -171,14 +171,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel, portable.MosaicBertModel):
                                            use_triton(self.config.kernels, device))
         return self._resolved[key]
 
-    @staticmethod
-    def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                      seq_lengths: Optional[Sequence[int]] = None,
-                      document_lengths: Optional[Sequence[Sequence[int]]] = None) -> Unpadded:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-            seq_lengths = [input_ids.shape[1]] * input_ids.shape[0]
-        return locate(attention_mask, seq_lengths, document_lengths)
+    locate_tokens = staticmethod(locate_tokens)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                token_type_ids: Optional[torch.Tensor] = None, info: Optional[Unpadded] = None
@@ -256,18 +249,9 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel, portable.MosaicBertForMas
         if labels is None:
             x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
             return MaskedLMOutput(logits=pad(self.head(x)[0], info))
-        flat_labels = labels.flatten()[info.indices]
-        labelled = flat_labels != -100
-        if masked_counts is None:  # a host sync, taken before the encoder is queued
-            masked = torch.nonzero(labelled).flatten()
-        else:
-            total = sum(int(n) for n in masked_counts)
-            if labelled.device.type == "cpu" and int(labelled.sum()) != total:
-                raise ValueError(f"masked_counts sum to {total} but labels have {int(labelled.sum())} "
-                                 "labelled tokens; pass the number of labels != -100 of each row")
-            masked = torch.nonzero_static(labelled, size=total).flatten()
+        masked, masked_labels = labelled_tokens(labels, info, masked_counts)
         x, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, info)
-        x, masked_labels = x.index_select(0, masked), flat_labels.index_select(0, masked)
+        x = x.index_select(0, masked)
         if self.bert.backends(x.device).fused_kernels:
             # our kernel reads the bf16 logits once each way. It runs outside the compiled head: a
             # compiled region returning the logits beside the loss gets a zero gradient for them

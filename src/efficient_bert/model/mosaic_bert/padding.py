@@ -77,6 +77,35 @@ def locate(attention_mask: torch.Tensor, seq_lengths: Optional[Sequence[int]] = 
     return Unpadded(indices, cu_seqlens, max(seq_lengths), batch, seqlen)
 
 
+def locate_tokens(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                  seq_lengths: Optional[Sequence[int]] = None,
+                  document_lengths: Optional[Sequence[Sequence[int]]] = None) -> Unpadded:
+    """:func:`locate` for a model's inputs: without a mask, every token of every row is real."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+        seq_lengths = [input_ids.shape[1]] * input_ids.shape[0]
+    return locate(attention_mask, seq_lengths, document_lengths)
+
+
+def labelled_tokens(labels: torch.Tensor, info: Unpadded, masked_counts: Optional[Sequence[int]] = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(positions, labels)`` of the labelled tokens (label != -100) among the unpadded ones, for a head that
+    runs only there. ``masked_counts`` (labelled tokens per row), when the caller knows them on the host,
+    spare the host the wait for the selection's size; without them that wait comes here, before the
+    encoder is queued."""
+    flat_labels = labels.flatten()[info.indices]
+    labelled = flat_labels != -100
+    if masked_counts is None:
+        masked = torch.nonzero(labelled).flatten()
+    else:
+        total = sum(int(n) for n in masked_counts)
+        if labelled.device.type == "cpu" and int(labelled.sum()) != total:
+            raise ValueError(f"masked_counts sum to {total} but labels have {int(labelled.sum())} "
+                             "labelled tokens; pass the number of labels != -100 of each row")
+        masked = torch.nonzero_static(labelled, size=total).flatten()
+    return masked, flat_labels.index_select(0, masked)
+
+
 def _locate_documents(attention_mask: torch.Tensor, seq_lengths: Optional[Sequence[int]],
                       document_lengths: Sequence[Sequence[int]]) -> Unpadded:
     """:func:`locate` for packed rows: document lengths come from the mask on the device (no host

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from efficient_bert.files import write_text_atomically
+
 SUPERSEDED = "superseded"
 
 
@@ -62,9 +64,7 @@ def save(record: Record, records: str | Path) -> Path:
     """Write the record (atomically: a killed writer leaves the old file or none, never half of one)."""
     path = record_path(records, record.hours, record.method, record.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(asdict(record), indent=1, sort_keys=False) + "\n")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(asdict(record), indent=1, sort_keys=False) + "\n")
     return path
 
 
