@@ -33,6 +33,17 @@ SAMPLE = ROOT / "data" / "sample"
 TINY_YAML = ROOT / "yamls" / "tiny-cpu.yaml"
 
 
+# each model family's tiny config as tiny-cpu.yaml overrides; the ModernBERT ones
+# alternate global and local layers, and their first layer has no pre-attention norm of its own
+TINY_MODELS = {
+    "hf_bert": ["model.name=hf_bert"],
+    "mosaic_bert": ["model.name=mosaic_bert", "model.size=tiny", "model.hidden_size=64", "model.num_attention_heads=2"],
+    "modernbert": ["model={name: modernbert, size: tiny, attention: sdpa, kernels: torch, local_attention: 16, "
+                   "global_attn_every_n_layers: 2}"],
+    "hf_modernbert": ["model={name: hf_modernbert, size: tiny, local_attention: 16, global_attn_every_n_layers: 2}"],
+}
+
+
 def tiny_run(tokenizer_dir, data, *overrides, methods=()):
     """A run of ``tiny-cpu.yaml`` with method YAMLs (``yamls/methods/<m>``) and ``key=value`` overrides on
     the shards ``data``, built as main.py builds it; no evaluation before the first step."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 from composer.core import Callback, Event
 
-from conftest import ROOT, SAMPLE, mlm_batch, tiny_mosaic, tiny_run
+from conftest import ROOT, SAMPLE, TINY_MODELS, mlm_batch, tiny_mosaic, tiny_run
 from efficient_bert.algorithms import IrreducibleLosses, apply_rho_loss, apply_selective_backprop, selection_probabilities
 from efficient_bert.algorithms.batch_selection import concat_rows, select_rows, sequence_losses_from_logits
 from efficient_bert.algorithms.selective_backprop import draw_selected, loss_percentiles
@@ -239,10 +239,12 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
 
 
 @pytest.mark.slow
-def test_selective_backprop_composes_with_stacking_layer_drop_and_another_optimizer(tmp_path, tokenizer_dir, token_mds):
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_selective_backprop_composes_with_stacking_layer_drop_and_another_optimizer(tmp_path, tokenizer_dir, token_mds,
+                                                                                    model):
     from efficient_bert.model.layer_plan import find_layer_plan
 
-    run, rows = build(tmp_path, tokenizer_dir, token_mds, "model.num_hidden_layers=4",
+    run, rows = build(tmp_path, tokenizer_dir, token_mds, "model.num_hidden_layers=4", *TINY_MODELS[model],
                       "algorithms.layer_stacking.stack_at=[0.5]", "optimizer={name: adamw, lr: 1.0e-3}",
                       methods=["layer-stacking.yaml", "layer-drop.yaml", "selective-backprop.yaml"])
     run.fit()

@@ -6,9 +6,10 @@ import pytest
 import torch
 from composer.core import Callback, Event
 
-from conftest import ROOT, tiny_mosaic, tiny_run
+from conftest import ROOT, TINY_MODELS, mlm_batch, tiny_mosaic, tiny_run
 from efficient_bert.algorithms import (LayerDrop, LayerStacking, apply_layer_drop, apply_layer_stacking,
                                        keep_probability, layer_keep_probabilities, stacking_depths)
+from efficient_bert.model.checkpoint import export_hf
 from efficient_bert.model.layer_plan import find_layer_plan, running_layer_count
 
 
@@ -166,13 +167,11 @@ def build(tmp_path, tokenizer_dir, token_mds, *overrides, methods=()):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["hf_bert", "mosaic_bert"])
+@pytest.mark.parametrize("model", list(TINY_MODELS))
 def test_stacking_in_the_trainer_grows_on_schedule_and_resumes(tmp_path, tokenizer_dir, token_mds, model):
     from efficient_bert.model.checkpoint import load_pretrained
 
-    stack = ["algorithms.layer_stacking.stack_at=[0.25,0.5]", f"model.name={model}"]
-    if model == "mosaic_bert":
-        stack += ["model.size=tiny", "model.hidden_size=64", "model.num_attention_heads=2"]
+    stack = ["algorithms.layer_stacking.stack_at=[0.25,0.5]", *TINY_MODELS[model]]
     run, calls = build(tmp_path, tokenizer_dir, token_mds, *stack, methods=["layer-stacking.yaml"])
     run.fit()
     # progress b/20 at the start of batch b+1: 1 layer, 2 from batch 6, 4 from batch 11
@@ -200,13 +199,14 @@ def test_stacking_in_the_trainer_grows_on_schedule_and_resumes(tmp_path, tokeniz
 
 
 @pytest.mark.slow
-def test_layer_drop_and_stacking_compose_with_a_budget(tmp_path, tokenizer_dir, token_mds):
+@pytest.mark.parametrize("model", ["hf_bert", "modernbert", "hf_modernbert"])
+def test_layer_drop_and_stacking_compose_with_a_budget(tmp_path, tokenizer_dir, token_mds, model):
     from test_budget import FakeClock, Ticks
 
     from efficient_bert.budget import TrainingBudget
 
     run, calls = build(tmp_path, tokenizer_dir, token_mds, "budget.hours=0.05", "max_duration=1000ba",
-                       "algorithms.layer_stacking.stack_at=[0.5]", "save_interval=1000ba",
+                       "algorithms.layer_stacking.stack_at=[0.5]", "save_interval=1000ba", *TINY_MODELS[model],
                        methods=["layer-stacking.yaml", "layer-drop.yaml"])
     budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
     budget.timer = clock = FakeClock()
@@ -231,8 +231,6 @@ def test_layer_drop_and_stacking_compose_with_a_budget(tmp_path, tokenizer_dir, 
 def test_hf_export_mid_stacking_holds_the_stacked_depth(tmp_path, tokenizer):
     from transformers import AutoModelForMaskedLM
 
-    from efficient_bert.model.checkpoint import export_hf
-
     model = tiny_mosaic(4)
     apply_layer_stacking(model, 2)
     model.eval()
@@ -244,3 +242,37 @@ def test_hf_export_mid_stacking_holds_the_stacked_depth(tmp_path, tokenizer):
     assert model.model.config.num_hidden_layers == 4 and len(model.model.bert.layers) == 4  # put back
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, model(batch).logits)
+
+
+def test_modernbert_stacks_by_name_and_exports_its_stacked_depth_natively(tmp_path, tokenizer):
+    """Its first layer has no pre-attention norm (the embeddings' norm does that work): a copy of it keeps its
+    own norm, every other parameter is copied; a mid-stacking export is transformers' own 2-layer model."""
+    from conftest import perturbed
+    from transformers import AutoModelForMaskedLM, ModernBertForMaskedLM
+
+    from efficient_bert.model.modernbert import build_modernbert
+
+    torch.manual_seed(0)
+    model = build_modernbert(tokenizer, size="tiny", attention="sdpa", kernels="torch", num_hidden_layers=4,
+                             local_attention=16, global_attn_every_n_layers=2)
+    perturbed(model.model)
+    layers = model.model.model.layers
+    norm = layers[2].attn_norm.weight.clone()
+    apply_layer_stacking(model, 2)
+    batch = mlm_batch(tokenizer, rows=4, seq=40)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    export_hf(model, tmp_path / "hf")
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(loaded) is ModernBertForMaskedLM and len(loaded.model.layers) == 2
+    assert loaded.config.layer_types == ["full_attention", "sliding_attention"]
+    with torch.no_grad():
+        real = mask.bool()
+        torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits[real],
+                                   model.model(ids, mask).logits[real], atol=1e-4, rtol=0)
+
+    apply_layer_stacking(model, 4)
+    assert "attn_norm.weight" not in dict(layers[0].named_parameters())
+    assert torch.equal(layers[2].attn_norm.weight, norm)  # its own, as it was
+    copied = dict(layers[0].named_parameters())
+    assert all(torch.equal(p, copied[n]) for n, p in layers[2].named_parameters() if n != "attn_norm.weight")
+    assert all(torch.equal(p, q) for p, q in zip(layers[3].parameters(), layers[1].parameters()))

@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from efficient_bert.model.auto_classes import register_auto_classes
-from efficient_bert.model.layer_plan import truncated_to_depth
+from efficient_bert.model.layer_plan import depth_fields, truncated_to_depth
 
 log = logging.getLogger(__name__)
 register_auto_classes()  # the Auto classes below load our exports
@@ -63,7 +63,7 @@ def _from_composer(path: Path, task: str, overrides: dict[str, Any]) -> PreTrain
                          f"folder instead, or re-save it with this version")
     saved = dict(extra["hf_config"])
     if "trained_depth" in extra:  # saved mid layer-stacking: only the bottom layers are trained
-        saved["num_hidden_layers"] = extra["trained_depth"]
+        saved.update(depth_fields(saved, extra["trained_depth"]))
     model_type = saved["model_type"]
     config = CONFIG_MAPPING[model_type](**{k: v for k, v in saved.items() if k not in _NOT_CONFIG})
     for key, value in overrides.items():

@@ -21,7 +21,8 @@ from typing import Iterable, Iterator, Optional
 from torch import nn
 
 # Where the transformer layers live, relative to a ComposerModel or the HF module itself
-LAYER_PATHS = ("bert.layers", "bert.encoder.layer", "roberta.encoder.layer", "encoder.layer", "layers")
+LAYER_PATHS = ("bert.layers", "bert.encoder.layer", "roberta.encoder.layer", "encoder.layer", "layers",
+               "model.layers")  # the last: ModernBERT (ours and transformers')
 _PLAN_ATTRIBUTE = "_efficient_bert_layer_plan"
 
 
@@ -146,12 +147,25 @@ def truncated_to_depth(model: nn.Module, configs: Iterable[object] = ()) -> Iter
         yield
         return
     configs = list(configs)
-    saved = [c.num_hidden_layers for c in configs]
+    saved = []
     for c in configs:
-        c.num_hidden_layers = plan.depth
+        fields = depth_fields(vars(c), plan.depth)
+        saved.append({k: getattr(c, k) for k in fields})
+        for k, v in fields.items():
+            setattr(c, k, v)
     try:
         with plan.applied(training=False):
             yield
     finally:
-        for c, n in zip(configs, saved):
-            c.num_hidden_layers = n
+        for c, fields in zip(configs, saved):
+            for k, v in fields.items():
+                setattr(c, k, v)
+
+
+def depth_fields(config: dict, depth: int) -> dict:
+    """The config entries that say a model has ``depth`` layers: ``num_hidden_layers``, and the
+    per-layer ``layer_types`` list where there is one (ModernBERT's global/local pattern)."""
+    fields: dict = {"num_hidden_layers": depth}
+    if isinstance(config.get("layer_types"), list):
+        fields["layer_types"] = config["layer_types"][:depth]
+    return fields

@@ -51,7 +51,9 @@ def apply_layer_stacking(model: torch.nn.Module, depth: int, optimizers: Iterabl
     """Make ``model`` run its first ``depth`` encoder layers, stacking trained layers to grow.
 
     Growing from ``d`` to ``depth`` layers, new layer ``i`` (``d ≤ i < depth``) becomes a copy of
-    layer ``i - d``: the trained stack is repeated on top of itself, as Gong et al. do. Shrinking
+    layer ``i - d``: the trained stack is repeated on top of itself, as Gong et al. do. Parameters are
+    matched by name; one the source lacks keeps its value (ModernBERT's first layer has no pre-attention
+    norm, the embeddings' norm does its work, so a copy of it keeps its own norm at its last values). Shrinking
     (at the start of training) copies nothing. Each new parameter is in the optimizers (added to
     its source's parameter group if it was not) with, per ``optimizer_state``: ``fresh`` no state
     (default; what NoTrainNoGain ran, whose reset flag is never passed), ``copy`` a copy of its
@@ -68,18 +70,23 @@ def apply_layer_stacking(model: torch.nn.Module, depth: int, optimizers: Iterabl
     optimizers = list(optimizers)
     with torch.no_grad():
         for i in range(current, depth):
-            source, target = plan.layers[i % current], plan.layers[i]
-            for src, new in zip(source.parameters(), target.parameters()):
-                new.copy_(src)
+            sources = dict(plan.layers[i % current].named_parameters())
+            for name, new in plan.layers[i].named_parameters():
+                src = sources.get(name)  # None: a parameter its source lacks keeps its value
+                if src is not None:
+                    if src.shape != new.shape:
+                        raise ValueError(f"layer {i}'s {name} has shape {tuple(new.shape)} but layer {i % current}'s "
+                                         f"has {tuple(src.shape)}: stacking copies layers of equal shapes only")
+                    new.copy_(src)
                 for opt in optimizers:
                     group = _param_group_of(opt, new)
                     if group is None:  # an optimizer built from the running layers only
-                        group = _param_group_of(opt, src)
+                        group = None if src is None else _param_group_of(opt, src)
                         if group is None:
                             continue
                         group["params"].append(new)
                     opt.state.pop(new, None)
-                    if optimizer_state == "copy" and src in opt.state:
+                    if optimizer_state == "copy" and src is not None and src in opt.state:
                         opt.state[new] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[src].items()}
     if optimizer_state == "reset":
         for opt in optimizers:
@@ -102,7 +109,7 @@ class LayerStacking(DynamicDepthAlgorithm):
 
     Evaluation, HF exports and Composer checkpoints see the current depth; a resumed run restores
     it. Works on any model whose layers :func:`~efficient_bert.model.layer_plan.find_encoder_layers`
-    finds (our Mosaic BERT, HF BERT; others through ``layers_path``).
+    finds (our Mosaic BERT and ModernBERT, HF BERT and ModernBERT; others through ``layers_path``).
     """
 
     events = (Event.BATCH_START,)
