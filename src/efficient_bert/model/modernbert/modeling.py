@@ -22,9 +22,9 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 
 from efficient_bert.kernels import cross_entropy, geglu, geglu_reference
-from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, plan_backends, prepare_attention
+from efficient_bert.model.mosaic_bert.attention import AttentionInputs, attend, prepare_attention
 from efficient_bert.model.mosaic_bert.modeling import (Backends, SparseMaskedLMOutput, add_norm, compute_dtype,
-                                                       layer_norm, use_triton)
+                                                       layer_norm, resolved_backends)
 from efficient_bert.model.mosaic_bert.padding import Unpadded, labelled_tokens, locate_tokens, pad
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' names of the two layer types
@@ -176,14 +176,10 @@ class FastModernBertModel(FastModernBertPreTrainedModel):
         self.embeddings.tok_embeddings = value
 
     def backends(self, device: torch.device) -> Backends:
-        key = (device, self.training)
-        if key not in self._resolved:
-            c = self.config
-            dropout = c.attention_dropout if self.training else 0.0
-            plan = plan_backends(getattr(c, "attention", "auto"), device, dropout,
+        c = self.config
+        return resolved_backends(self._resolved, device, self.training, getattr(c, "attention", "auto"),
+                                 getattr(c, "kernels", "auto"), c.attention_dropout,
                                  c.hidden_size // c.num_attention_heads, windowed=self.windowed)
-            self._resolved[key] = Backends(plan, use_triton(getattr(c, "kernels", "auto"), device))
-        return self._resolved[key]
 
     def encode(self, input_ids: torch.Tensor, info: Unpadded) -> torch.Tensor:
         """Hidden states of the real tokens, (total_tokens, hidden)."""

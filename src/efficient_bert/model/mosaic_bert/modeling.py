@@ -98,6 +98,17 @@ class Backends(NamedTuple):
     fused_kernels: bool
 
 
+def resolved_backends(cache: dict, device: torch.device, training: bool, attention: str, kernels: str,
+                      dropout_p: float, head_dim: int, windowed: bool = False) -> Backends:
+    """A model's :class:`Backends` for ``device`` and mode (attention dropout only in training), resolved
+    on the first step there and kept in ``cache``."""
+    key = (device, training)
+    if key not in cache:
+        plan = plan_backends(attention, device, dropout_p if training else 0.0, head_dim, windowed=windowed)
+        cache[key] = Backends(plan, use_triton(kernels, device))
+    return cache[key]
+
+
 class MosaicBertLayer(portable.MosaicBertLayer):
     """The portable layer's parameters, run on packed tokens with our attention backends and kernels."""
 
@@ -161,15 +172,10 @@ class MosaicBertModel(MosaicBertPreTrainedModel, portable.MosaicBertModel):
         self._resolved: dict[tuple[torch.device, bool], Backends] = {}
 
     def backends(self, device: torch.device) -> Backends:
-        """The attention plan and whether the fused Triton kernels run, for ``device`` and the current
-        mode (attention dropout only in training), resolved on the first step there and kept."""
-        key = (device, self.training)
-        if key not in self._resolved:
-            dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
-            head_dim = self.config.hidden_size // self.config.num_attention_heads
-            self._resolved[key] = Backends(plan_backends(self.config.attention, device, dropout, head_dim),
-                                           use_triton(self.config.kernels, device))
-        return self._resolved[key]
+        """The attention plan and whether the fused Triton kernels run, for ``device`` and the current mode."""
+        c = self.config
+        return resolved_backends(self._resolved, device, self.training, c.attention, c.kernels,
+                                 c.attention_probs_dropout_prob, c.hidden_size // c.num_attention_heads)
 
     locate_tokens = staticmethod(locate_tokens)
 
