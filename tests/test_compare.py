@@ -81,6 +81,31 @@ def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compa
     assert (tmp_path / "records" / "superseded" / "0.02h" / f"baseline-s17-{base['fingerprint']}.json").is_file()
 
 
+def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_path, compare_args, tokenizer_dir,
+                                                                         token_mds):
+    """The holdout is the irreducible-loss model's data: converted beside the train split, it enters the
+    fingerprint of the RHO-loss rows only, so the rows recorded before it stay valid."""
+    import shutil
+
+    from conftest import SAMPLE
+    from efficient_bert.data.convert import convert
+    from efficient_bert.data.corpus import find_split_files
+    from efficient_bert.tools.compare import parser
+    from efficient_bert.tools.compare.run import plan
+
+    data = tmp_path / "mds"
+    shutil.copytree(token_mds, data)
+    args = [*compare_args, "--seeds", "17", "--method-seeds", "1"]
+    args[args.index("--data") + 1] = str(data)
+    before = {row.name: row for row in plan(parser().parse_args(["run", *args, "--methods", "baseline"]))}
+    convert(["holdout"], str(data), files=[str(f) for f in find_split_files(SAMPLE, "validation")],
+            tokenizer=str(tokenizer_dir), concat_tokens=64)
+    after = {row.name: row for row in plan(parser().parse_args(["run", *args, "--methods", "baseline", "rho-loss"]))}
+    assert after["baseline-s17"].fingerprint == before["baseline-s17"].fingerprint
+    il = after["rho-loss-s17"].inputs["il"]
+    assert il["holdout"]["rows"] > 0 and set(after["rho-loss-s17"].inputs["data"]) == {"train", "validation"}
+
+
 @pytest.mark.slow
 def test_a_slice_prepares_the_data_runs_within_its_limit_and_packs_the_records(tmp_path, tokenizer_dir,
                                                                                 compare_args):
@@ -133,7 +158,7 @@ def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
             "--tokenizer", str(tmp_path), "--hours", "0.1", "--yamls", str(ROOT / "yamls"),
             "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"),
             "--clock", str(ROOT / "yamls" / "budget" / "reference-clock.yaml")]
-    with pytest.raises(SystemExit, match="has none: convert the corpus with convert_c4.py --holdout_fraction"):
+    with pytest.raises(SystemExit, match="has none: convert documents the train split lacks into it"):
         main([*base, "--methods", "baseline", "rho-loss"])
     with pytest.raises(SystemExit, match="--methods needs baseline"):
         main([*base, "--methods", "lion"])

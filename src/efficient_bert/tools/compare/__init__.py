@@ -34,7 +34,8 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --methods must be unique: {' '.join(args.methods)}")
     if any(uses_rho(m) for m in args.methods) and not (Path(args.data) / "holdout").is_dir():
         raise SystemExit(f"error: rho-loss trains its irreducible-loss model on the holdout split and {args.data} "
-                         "has none: convert the corpus with convert_c4.py --holdout_fraction 0.2")
+                         "has none: convert documents the train split lacks into it (convert_c4.py --files DOCS "
+                         f"--splits holdout --out_root {args.data} ...), or convert anew with --holdout_fraction 0.2")
     if args.glue_dir and not Path(args.glue_dir).is_dir():
         raise SystemExit(f"error: --glue-dir {args.glue_dir} does not exist")
     if not 1 <= args.method_seeds <= len(args.seeds):

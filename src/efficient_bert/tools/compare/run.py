@@ -86,14 +86,13 @@ def il_plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def plan(args: argparse.Namespace) -> list[Row]:
     """Every row of the command, in order: each budget, each method, each of its seeds."""
-    rho = any(uses_rho(m) for m in args.methods)
-    splits = ["train", "validation", *(["holdout"] if rho else [])]
-    shared = {"data": data_inputs(args.data, splits), "tokenizer": tokenizer_inputs(args.tokenizer),
+    shared = {"data": data_inputs(args.data, ["train", "validation"]), "tokenizer": tokenizer_inputs(args.tokenizer),
               "glue": glue_inputs(args.glue_yaml, args.glue_override, args.glue_dir) if args.glue_dir else None}
     il = None
-    if rho:
+    if any(uses_rho(m) for m in args.methods):  # the holdout is the IL model's data: only RHO-loss rows read it
         il_yamls, il_overrides = il_plan(args)
-        il = {"config": training_config(il_yamls, il_overrides), "epochs": args.il_epochs}
+        il = {"config": training_config(il_yamls, il_overrides), "epochs": args.il_epochs,
+              "holdout": data_inputs(args.data, ["holdout"])["holdout"]}
     rows = []
     for hours in args.hours:
         for method in args.methods:
