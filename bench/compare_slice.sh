@@ -5,8 +5,9 @@
 #   bench/compare_slice.sh CORPUS GLUE MINUTES [compare run arguments ...]      (from the repository root)
 #
 # CORPUS: a folder of .jsonl.zst/.json.gz files whose names contain "train" or "validation" (and "holdout":
-# documents outside the train split, for RHO-loss's irreducible-loss model); GLUE: the GLUE task folders. The tokenizer is $TOKENIZER (results/compare/tokenizer holds the one the committed
-# records were trained with), or one trained on the train files. The shards and every run go under $WORK
+# documents outside the train split, for RHO-loss's irreducible-loss model); GLUE: the GLUE task folders.
+# The tokenizer is $TOKENIZER (results/compare/tokenizer holds the one the committed records were trained
+# with), or one trained on the train files. The shards and every run go under $WORK
 # (default runs/slice) and are reused by the next slice on the same machine; the records go to $RECORDS
 # (default results/compare: commit them). With $OUT set, records.tgz (the records folder) lands there.
 # Rows are $SEQ tokens (default 128, what the recipe and its cost table expect).
@@ -14,7 +15,7 @@
 #   TOKENIZER=results/compare/tokenizer bench/compare_slice.sh /data/enwiki /data/glue 25 --hours 0.05 \
 #       --methods baseline layer-stacking layer-drop
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n '2,15p' "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,16p' "$0"; exit 2; }
 [ -f main.py ] && [ -d yamls ] || { echo "error: run it from the repository root (it reads yamls/)" >&2; exit 2; }
 corpus=$1 glue=$2 minutes=$3; shift 3
 work=${WORK:-runs/slice}
