@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 from efficient_bert.tools.compare import records as rec
 from efficient_bert.tools.compare.fingerprint import (code_version, data_inputs, differences, digest, glue_inputs,
-                                                tokenizer_inputs, training_config)
+                                                split_digest, tokenizer_inputs, training_config)
 from efficient_bert.tools.compare.methods import BASELINE, layers_of, uses_rho
 
 IL_MODEL = "il-model"
@@ -92,7 +92,7 @@ def plan(args: argparse.Namespace) -> list[Row]:
     if any(uses_rho(m) for m in args.methods):  # the holdout is the IL model's data: only RHO-loss rows read it
         il_yamls, il_overrides = il_plan(args)
         il = {"config": training_config(il_yamls, il_overrides), "epochs": args.il_epochs,
-              "holdout": data_inputs(args.data, ["holdout"])["holdout"]}
+              "holdout": split_digest(args.data, "holdout")}
     rows = []
     for hours in args.hours:
         for method in args.methods:
