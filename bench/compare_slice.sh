@@ -37,18 +37,23 @@ if [ ! -f "$tok/tokenizer.json" ]; then
   log "tokenizer: 30,522 WordPiece ids from the train files of $corpus"
   python -m efficient_bert train-tokenizer --in_root "$corpus" --split train --vocab_size 30522 --out "$tok"
 fi
+shards() {  # convert_c4.py of the corpus files of the given splits into $work/mds
+  python convert_c4.py --in_root "$corpus" --out_root "$work/mds" --splits "$@" \
+    --tokenizer "$tok" --concat_tokens "$seq" --num_workers "$(nproc)"
+}
 if [ ! -f "$work/mds/validation/index.json" ]; then
   log "shards: rows of $seq tokens"
   rm -rf "$work/mds"
-  python convert_c4.py --in_root "$corpus" --out_root "$work/mds" --splits train validation \
-    --tokenizer "$tok" --concat_tokens "$seq" --num_workers "$(nproc)"
+  shards train validation
 fi
 
 # RHO-loss's irreducible-loss model trains on documents the train split lacks: files named like *-holdout-*
-if ls "$corpus" | grep -Eq '(^|[-_.])holdout([-_.]|$)' && [ ! -f "$work/mds/holdout/index.json" ]; then
+# (convert_c4.py's own rule decides which files those are)
+has_holdout=$(python -c 'import sys; from pathlib import Path; from efficient_bert.data.corpus import find_split_files
+print(int(bool(find_split_files(Path(sys.argv[1]), "holdout"))))' "$corpus")
+if [ "$has_holdout" = 1 ] && [ ! -f "$work/mds/holdout/index.json" ]; then
   log "shards: the holdout split"
-  python convert_c4.py --in_root "$corpus" --out_root "$work/mds" --splits holdout \
-    --tokenizer "$tok" --concat_tokens "$seq" --num_workers "$(nproc)"
+  shards holdout
 fi
 
 log "compare, at most $minutes minutes"

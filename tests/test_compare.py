@@ -4,12 +4,13 @@ table rebuilt from the records alone."""
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SAMPLE
 
 
 @pytest.fixture
@@ -85,9 +86,6 @@ def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_pa
                                                                          token_mds):
     """The holdout is the irreducible-loss model's data: converted beside the train split, it enters the
     fingerprint of the RHO-loss rows only, so the rows recorded before it stay valid."""
-    import shutil
-
-    from conftest import SAMPLE
     from efficient_bert.data.convert import convert
     from efficient_bert.data.corpus import find_split_files
     from efficient_bert.tools.compare import parser
