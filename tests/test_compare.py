@@ -5,12 +5,18 @@ table rebuilt from the records alone."""
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, SAMPLE
+from efficient_bert.data.convert import convert
+from efficient_bert.data.corpus import find_split_files
+from efficient_bert.tools.compare import main, parser
+from efficient_bert.tools.compare.run import plan
 
 
 @pytest.fixture
@@ -32,8 +38,6 @@ def compare_args(tmp_path, tokenizer_dir, token_mds, tiny_cost_table):
 
 @pytest.mark.slow
 def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compare_args, capsys):
-    from efficient_bert.tools.compare import main
-
     run = ["run", *compare_args, "--seeds", "17", "18", "--method-seeds", "1", "--methods", "baseline",
            "layer-drop+lion"]
     code = main(run)
@@ -86,11 +90,6 @@ def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_pa
                                                                          token_mds):
     """The holdout is the irreducible-loss model's data: converted beside the train split, it enters the
     fingerprint of the RHO-loss rows only, so the rows recorded before it stay valid."""
-    from efficient_bert.data.convert import convert
-    from efficient_bert.data.corpus import find_split_files
-    from efficient_bert.tools.compare import parser
-    from efficient_bert.tools.compare.run import plan
-
     data = tmp_path / "mds"
     shutil.copytree(token_mds, data)
     args = [*compare_args, "--seeds", "17", "--method-seeds", "1"]
@@ -108,9 +107,6 @@ def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_pa
 def test_a_slice_prepares_the_data_runs_within_its_limit_and_packs_the_records(tmp_path, tokenizer_dir,
                                                                                 compare_args):
     """bench/compare_slice.sh on the bundled sample: shards from the corpus, the rows, a tarball of records."""
-    import subprocess
-    import tarfile
-
     options = dict(zip(compare_args[::2], compare_args[1::2]))
     env = {**os.environ, "TOKENIZER": str(tokenizer_dir), "WORK": str(tmp_path / "slice"), "SEQ": "64",
            "RECORDS": str(tmp_path / "records"), "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}"
@@ -130,8 +126,6 @@ def test_a_slice_prepares_the_data_runs_within_its_limit_and_packs_the_records(t
 @pytest.mark.slow
 def test_compare_table_is_rebuilt_from_the_records(tmp_path):
     """The table, its verdicts and the plot from committed records alone (tests/data/compare)."""
-    from efficient_bert.tools.compare import main
-
     out = tmp_path / "results.md"
     assert main(["table", "--records", str(ROOT / "tests" / "data" / "compare"), "--out", str(out)]) == 0
     text = out.read_text()
@@ -150,8 +144,6 @@ def test_compare_table_is_rebuilt_from_the_records(tmp_path):
 
 
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
-    from efficient_bert.tools.compare import main
-
     base = ["run", "--out", str(tmp_path / "c"), "--records", str(tmp_path / "r"), "--data", str(token_mds),
             "--tokenizer", str(tmp_path), "--hours", "0.1", "--yamls", str(ROOT / "yamls"),
             "--recipe", str(ROOT / "yamls" / "tiny-cpu.yaml"),
