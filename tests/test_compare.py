@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from conftest import ROOT, SAMPLE
 from efficient_bert.data.convert import convert
 from efficient_bert.data.corpus import find_split_files
 from efficient_bert.tools.compare import main, parser
-from efficient_bert.tools.compare.run import plan
+from efficient_bert.tools.compare.run import GlueQueue, plan
 
 
 @pytest.fixture
@@ -159,3 +160,11 @@ def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
     with pytest.raises(SystemExit):  # argparse: unknown method
         main([*base, "--methods", "baseline", "layer-dorp"])
     assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_glue_suite_is_timed_when_it_ends_not_when_the_queue_is_next_polled(tmp_path):
+    queue = GlueQueue(concurrent=2)
+    queue.submit("quick", [sys.executable, "-c", "import time; time.sleep(0.5)"], tmp_path / "quick.log")
+    time.sleep(3.0)  # the next row's pretraining, during which nobody polls
+    ((key, code, seconds, _),) = queue.finished(block=True)
+    assert key == "quick" and code == 0 and 0.5 <= seconds < 2.0

@@ -21,6 +21,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,7 +174,7 @@ class GlueQueue:
     def __init__(self, concurrent: int):
         self.concurrent = concurrent
         self.waiting: list[tuple[Any, list[str], Path]] = []
-        self.running: list[tuple[Any, subprocess.Popen, float, str, Any]] = []
+        self.running: list[tuple[Any, subprocess.Popen, float, str, Any, list[float]]] = []
 
     def submit(self, key: Any, command: list[str], log: Path) -> None:
         self.waiting.append((key, command, log))
@@ -185,18 +186,22 @@ class GlueQueue:
             handle = open(log, "w", encoding="utf-8")
             print(f"[compare] GLUE {key}: {shlex.join(command)}", flush=True)
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-            self.running.append((key, process, time.monotonic(), shlex.join(command), handle))
+            ended: list[float] = []
+            # the queue is polled only between pretraining runs: a thread notes when the suite really ends
+            threading.Thread(target=lambda p=process, e=ended: (p.wait(), e.append(time.monotonic())),
+                             daemon=True).start()
+            self.running.append((key, process, time.monotonic(), shlex.join(command), handle, ended))
 
     def finished(self, block: bool = False) -> list[tuple[Any, int, float, str]]:
         """(key, exit code, seconds, command) of the suites that ended; with ``block``, waits for all."""
         done = []
         while True:
             for entry in list(self.running):
-                key, process, started, command, handle = entry
-                if process.poll() is not None:
+                key, process, started, command, handle, ended = entry
+                if ended:
                     handle.close()
                     self.running.remove(entry)
-                    done.append((key, process.returncode, time.monotonic() - started, command))
+                    done.append((key, process.returncode, ended[0] - started, command))
             self._start()
             if not block or not (self.running or self.waiting):
                 return done
