@@ -17,7 +17,8 @@ from conftest import ROOT, SAMPLE
 from efficient_bert.data.convert import convert
 from efficient_bert.data.corpus import find_split_files
 from efficient_bert.tools.compare import main, parser
-from efficient_bert.tools.compare.run import GlueQueue, plan
+from efficient_bert.tools.compare.records import all_records
+from efficient_bert.tools.compare.run import GlueQueue, estimate_il, plan
 
 
 @pytest.fixture
@@ -102,6 +103,35 @@ def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_pa
     assert after["baseline-s17"].fingerprint == before["baseline-s17"].fingerprint
     il = after["rho-loss-s17"].inputs["il"]
     assert il["holdout"]["rows"] > 0 and set(after["rho-loss-s17"].inputs["data"]) == {"train", "validation"}
+
+
+@pytest.mark.slow
+def test_a_rho_loss_row_trains_its_irreducible_loss_model_once_and_times_its_preparation(tmp_path, compare_args,
+                                                                                       tokenizer_dir, token_mds):
+    """RHO-loss's steps 1-3 through compare: the model on the holdout, the losses of the row's seed, the row;
+    the seconds of each preparation step go into the record and the next seed's estimate."""
+    data = tmp_path / "mds"
+    shutil.copytree(token_mds, data)
+    convert(["holdout"], str(data), files=[str(f) for f in find_split_files(SAMPLE, "validation")],
+            tokenizer=str(tokenizer_dir), concat_tokens=64)
+    args = [*compare_args, "--seeds", "17", "--method-seeds", "1", "--methods", "baseline", "rho-loss",
+            "--il-epochs", "1"]
+    args[args.index("--data") + 1] = str(data)
+    args.remove("--glue-dir")
+    args.remove(str(ROOT / "data" / "glue"))  # without GLUE too, the model is exported for extract-il
+    assert main(["run", *args]) == 0
+    record = json.loads((tmp_path / "records" / "0.02h" / "rho-loss-s17.json").read_text())
+    il = record["pretrain"]["il_seconds"]
+    assert il["model"] > 0 and il["losses"] > 0 and record["inputs"]["il"]["epochs"] == 1
+    assert (tmp_path / "work" / "il-model" / "hf").is_dir() and (tmp_path / "work" / "il_losses-s17.npz").is_file()
+    # seed 18: the model is reused, so only its losses are estimated, from seed 17's
+    second = parser().parse_args(["run", *args, "--seeds", "17", "18", "--method-seeds", "2"])
+    rows = {row.name: row for row in plan(second)}
+    history = list(all_records(tmp_path / "records"))
+    gpu = record["environment"]["gpu"]
+    assert estimate_il(rows["rho-loss-s17"], second, history, gpu) == 0.0
+    assert estimate_il(rows["rho-loss-s18"], second, history, gpu) == il["losses"]
+    assert estimate_il(rows["baseline-s18"], second, history, gpu) == 0.0
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -37,6 +37,7 @@ GLUE_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", 
 # without an earlier record on this GPU: the budget on the reference clock, plus start-up, compilation,
 # evaluations and the export; GLUE-5 on one GPU
 DEFAULT_SLOWDOWN, DEFAULT_OVERHEAD_S, DEFAULT_GLUE_S = 1.3, 120.0, 420.0
+DEFAULT_IL_LOSSES_S = 240.0  # RHO-loss: the irreducible losses of --il-epochs of masks, one forward each
 
 
 @dataclass
@@ -82,7 +83,8 @@ def il_paths(args: argparse.Namespace, seed: int) -> tuple[Path, Path]:
 def il_plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """RHO-loss steps 1-2: the irreducible-loss model trains on the holdout split at the shortest budget."""
     yamls = [args.recipe, str(Path(args.yamls) / "methods" / "rho-il-model.yaml"), args.clock]
-    return yamls, [*common_overrides(args, min(args.hours)), f"seed={args.seeds[0]}"]
+    # extract-il reads the model's HF export, which common_overrides asks for only when GLUE runs
+    return yamls, [*common_overrides(args, min(args.hours)), "callbacks.hf_export={}", f"seed={args.seeds[0]}"]
 
 
 def plan(args: argparse.Namespace) -> list[Row]:
@@ -139,6 +141,27 @@ def estimate(row: Row, history: Sequence[rec.Record], gpu: Optional[str], glue: 
     pretrain = statistics.median(walls) if walls else row.hours * 3600 * DEFAULT_SLOWDOWN + DEFAULT_OVERHEAD_S
     glue_walls = [r.glue["wall_seconds"] for r in here if r.glue and r.glue.get("wall_seconds")]
     return pretrain, (statistics.median(glue_walls) if glue_walls else DEFAULT_GLUE_S) if glue else 0.0
+
+
+def estimate_il(row: Row, args: argparse.Namespace, history: Sequence[rec.Record], gpu: Optional[str]) -> float:
+    """Seconds RHO-loss's preparation adds before the row: the irreducible-loss model unless trained
+    already (as long as the shortest budget's pretraining), and this seed's losses unless extracted."""
+    if not uses_rho(row.method):
+        return 0.0
+    from efficient_bert.tools.experiments import finished_result
+
+    model_dir, losses = il_paths(args, row.seed)
+    if losses.is_file():
+        return 0.0
+    here = [r.pretrain["il_seconds"] for r in history
+            if r.environment.get("gpu") == gpu and r.pretrain.get("il_seconds")]
+    models, extracts = [h["model"] for h in here if h["model"]], [h["losses"] for h in here if h["losses"]]
+    if finished_result(model_dir) is not None:
+        model = 0.0
+    else:  # it trains like a baseline row of the shortest budget
+        model = statistics.median(models) if models else \
+            estimate(replace(row, method=BASELINE, hours=min(args.hours)), history, gpu, False)[0]
+    return model + (statistics.median(extracts) if extracts else DEFAULT_IL_LOSSES_S)
 
 
 def curve(folder: Path) -> list[list[float]]:
@@ -208,23 +231,33 @@ class GlueQueue:
             time.sleep(1.0)
 
 
-def prepare_il(args: argparse.Namespace, entry: list[str], seed: int) -> None:
-    """RHO-loss steps 1-2 for one seed's masks (the model once, the losses once per seed)."""
-    from efficient_bert.tools.experiments import RunSpec, run_config
+class ILFailed(RuntimeError):
+    """RHO-loss's preparation failed: its rows fail, the others still run."""
+
+
+def prepare_il(args: argparse.Namespace, entry: list[str], seed: int) -> dict[str, float]:
+    """RHO-loss steps 1-2 for one seed's masks (the model once, the losses once per seed); the seconds
+    each took here (0: done earlier)."""
+    from efficient_bert.tools.experiments import RunSpec, finished_result, run_config
 
     model_dir, losses = il_paths(args, seed)
     if losses.is_file():
-        return
+        return {"model": 0.0, "losses": 0.0}
     yamls, overrides = il_plan(args)
+    begin = time.monotonic()
+    trains_now = finished_result(model_dir) is None
     result = run_config(RunSpec(IL_MODEL, yamls), Path(args.out), entry, overrides, tag="compare")
+    model_s = time.monotonic() - begin if trains_now else 0.0
     if result.returncode != 0:
-        raise SystemExit(f"error: the irreducible-loss model failed (exit {result.returncode}); see {model_dir}.log")
+        raise ILFailed(f"the irreducible-loss model failed (exit {result.returncode}); see {model_dir}.log")
     command = [sys.executable, "-m", "efficient_bert", "extract-il", "--model", str(model_dir / "hf"),
                "--tokenizer", args.tokenizer, "--data_local", args.data, "--split", "train", "--seed", str(seed),
                "--epochs", str(args.il_epochs), "--out", str(losses)]
     print(f"[compare] irreducible losses, seed {seed}: {shlex.join(command)}", flush=True)
+    begin = time.monotonic()
     if subprocess.run(command).returncode != 0:
-        raise SystemExit("error: extracting the irreducible losses failed (its output is above)")
+        raise ILFailed(f"extracting the irreducible losses of seed {seed} failed (its output is above)")
+    return {"model": round(model_s, 1), "losses": round(time.monotonic() - begin, 1)}
 
 
 def glue_command(args: argparse.Namespace, row: Row) -> list[str]:
@@ -243,6 +276,7 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
     history = list(rec.all_records(args.records))
     queue = GlueQueue(args.glue_concurrent)
     pending: dict[str, rec.Record] = {}
+    il_failure: Optional[ILFailed] = None
 
     def collect(block: bool) -> None:
         for name, code_, seconds, command in queue.finished(block):
@@ -262,12 +296,20 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
         collect(block=False)
         key = f"{rec.budget_folder(row.hours)}/{row.name}"
         pretrain_s, glue_s = estimate(row, history, env["gpu"], bool(args.glue_dir))
-        if deadline is not None and time.monotonic() + pretrain_s + glue_s > deadline:
-            outcome.left.append(f"{key} (needs about {(pretrain_s + glue_s) / 60:.1f} min, "
+        needed = estimate_il(row, args, history, env["gpu"]) + pretrain_s + glue_s
+        if deadline is not None and time.monotonic() + needed > deadline:
+            outcome.left.append(f"{key} (needs about {needed / 60:.1f} min, "
                                 f"{max(0.0, deadline - time.monotonic()) / 60:.1f} left)")
             continue
-        if uses_rho(row.method):
-            prepare_il(args, entry, row.seed)
+        try:
+            if uses_rho(row.method) and il_failure:  # not the model again for every seed
+                raise il_failure
+            il_seconds = prepare_il(args, entry, row.seed) if uses_rho(row.method) else None
+        except ILFailed as exc:
+            il_failure = exc
+            print(f"[compare] {key}: {exc}", flush=True)
+            outcome.failed.append(f"{key} ({exc})")
+            continue
         begin = time.monotonic()
         result = run_config(RunSpec(row.name, row.yamls), row.folder.parent, entry, row.overrides, tag="compare")
         if result.returncode != 0 or result.eval_loss is None:
@@ -275,7 +317,8 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
             continue
         record = rec.Record(row.method, row.hours, row.seed, row.fingerprint, row.inputs, code, env,
                             {**asdict(result), "curve": curve(row.folder),
-                             "wall_seconds": round(time.monotonic() - begin, 1)})
+                             "wall_seconds": round(time.monotonic() - begin, 1),
+                             **({"il_seconds": il_seconds} if il_seconds is not None else {})})
         if args.glue_dir:
             pending[row.name] = record
             queue.submit(row.name, glue_command(args, row), row.folder.parent / f"{row.name}.glue.log")
