@@ -18,7 +18,8 @@ from efficient_bert.data.convert import convert
 from efficient_bert.data.corpus import find_split_files
 from efficient_bert.tools.compare import main, parser
 from efficient_bert.tools.compare.records import all_records
-from efficient_bert.tools.compare.run import GlueQueue, estimate_il, plan
+from efficient_bert.tools.compare import run as compare_run
+from efficient_bert.tools.compare.run import GlueQueue, ILFailed, estimate_il, plan
 
 
 @pytest.fixture
@@ -105,20 +106,25 @@ def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_pa
     assert il["holdout"]["rows"] > 0 and set(after["rho-loss-s17"].inputs["data"]) == {"train", "validation"}
 
 
-@pytest.mark.slow
-def test_a_rho_loss_row_trains_its_irreducible_loss_model_once_and_times_its_preparation(tmp_path, compare_args,
-                                                                                       tokenizer_dir, token_mds):
-    """RHO-loss's steps 1-3 through compare: the model on the holdout, the losses of the row's seed, the row;
-    the seconds of each preparation step go into the record and the next seed's estimate."""
+@pytest.fixture
+def rho_args(tmp_path, compare_args, tokenizer_dir, token_mds):
+    """compare_args without GLUE, on a copy of the shards with a holdout split of other documents."""
     data = tmp_path / "mds"
     shutil.copytree(token_mds, data)
     convert(["holdout"], str(data), files=[str(f) for f in find_split_files(SAMPLE, "validation")],
             tokenizer=str(tokenizer_dir), concat_tokens=64)
-    args = [*compare_args, "--seeds", "17", "--method-seeds", "1", "--methods", "baseline", "rho-loss",
-            "--il-epochs", "1"]
+    args = [*compare_args, "--methods", "baseline", "rho-loss", "--il-epochs", "1"]
     args[args.index("--data") + 1] = str(data)
-    args.remove("--glue-dir")
-    args.remove(str(ROOT / "data" / "glue"))  # without GLUE too, the model is exported for extract-il
+    glue = args.index("--glue-dir")
+    return args[:glue] + args[glue + 2:]
+
+
+@pytest.mark.slow
+def test_a_rho_loss_row_trains_its_irreducible_loss_model_once_and_times_its_preparation(tmp_path, rho_args):
+    """RHO-loss's steps 1-3 through compare: the model on the holdout, the losses of the row's seed, the row;
+    the seconds of each preparation step go into the record and the next seed's estimate. Without GLUE
+    too, the model is exported for extract-il."""
+    args = [*rho_args, "--seeds", "17", "--method-seeds", "1"]
     assert main(["run", *args]) == 0
     record = json.loads((tmp_path / "records" / "0.02h" / "rho-loss-s17.json").read_text())
     il = record["pretrain"]["il_seconds"]
@@ -132,6 +138,23 @@ def test_a_rho_loss_row_trains_its_irreducible_loss_model_once_and_times_its_pre
     assert estimate_il(rows["rho-loss-s17"], second, history, gpu) == 0.0
     assert estimate_il(rows["rho-loss-s18"], second, history, gpu) == il["losses"]
     assert estimate_il(rows["baseline-s18"], second, history, gpu) == 0.0
+
+
+@pytest.mark.slow
+def test_a_failed_irreducible_loss_model_fails_the_rho_loss_rows_only(tmp_path, rho_args, monkeypatch, capsys):
+    tried = []
+
+    def fails(args, entry, seed):
+        tried.append(seed)
+        raise ILFailed("the irreducible-loss model failed (exit 1)")
+
+    monkeypatch.setattr(compare_run, "prepare_il", fails)
+    assert main(["run", *rho_args, "--seeds", "17", "18", "--method-seeds", "2"]) == 1
+    assert tried == [17]  # once, not again for seed 18
+    assert ("failed: 0.02h/rho-loss-s17 (the irreducible-loss model failed (exit 1)), 0.02h/rho-loss-s18 (the "
+            "irreducible-loss model failed (exit 1))") in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "records" / "0.02h").iterdir()) == ["baseline-s17.json",
+                                                                                  "baseline-s18.json"]
 
 
 @pytest.mark.slow
@@ -187,6 +210,8 @@ def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
         main([*base[:-2], "--clock", "nowhere.yaml", "--methods", "baseline"])
     with pytest.raises(SystemExit, match="--method-seeds 4 must be between 1 and the 3 --seeds"):
         main([*base, "--methods", "baseline", "--method-seeds", "4"])
+    with pytest.raises(SystemExit, match="--il-epochs 0 must be at least 1"):
+        main([*base, "--methods", "baseline", "--il-epochs", "0"])
     with pytest.raises(SystemExit):  # argparse: unknown method
         main([*base, "--methods", "baseline", "layer-dorp"])
     assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()

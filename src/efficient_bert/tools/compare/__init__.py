@@ -38,6 +38,8 @@ def check_inputs(args: argparse.Namespace) -> None:
                          f"--splits holdout --out_root {args.data} ...), or convert anew with --holdout_fraction 0.2")
     if args.glue_dir and not Path(args.glue_dir).is_dir():
         raise SystemExit(f"error: --glue-dir {args.glue_dir} does not exist")
+    if args.il_epochs < 1:
+        raise SystemExit(f"error: --il-epochs {args.il_epochs} must be at least 1")
     if not 1 <= args.method_seeds <= len(args.seeds):
         raise SystemExit(f"error: --method-seeds {args.method_seeds} must be between 1 and the {len(args.seeds)} "
                          "--seeds")

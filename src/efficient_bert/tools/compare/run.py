@@ -301,15 +301,16 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
             outcome.left.append(f"{key} (needs about {needed / 60:.1f} min, "
                                 f"{max(0.0, deadline - time.monotonic()) / 60:.1f} left)")
             continue
-        try:
-            if uses_rho(row.method) and il_failure:  # not the model again for every seed
-                raise il_failure
-            il_seconds = prepare_il(args, entry, row.seed) if uses_rho(row.method) else None
-        except ILFailed as exc:
-            il_failure = exc
-            print(f"[compare] {key}: {exc}", flush=True)
-            outcome.failed.append(f"{key} ({exc})")
-            continue
+        il_seconds = None
+        if uses_rho(row.method):
+            try:
+                il_seconds = prepare_il(args, entry, row.seed) if il_failure is None else None
+            except ILFailed as exc:
+                il_failure = exc
+            if il_failure is not None:  # the next seeds' rows do not train the model again
+                print(f"[compare] {key}: {il_failure}", flush=True)
+                outcome.failed.append(f"{key} ({il_failure})")
+                continue
         begin = time.monotonic()
         result = run_config(RunSpec(row.name, row.yamls), row.folder.parent, entry, row.overrides, tag="compare")
         if result.returncode != 0 or result.eval_loss is None:
