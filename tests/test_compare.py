@@ -89,23 +89,6 @@ def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compa
     assert (tmp_path / "records" / "superseded" / "0.02h" / f"baseline-s17-{base['fingerprint']}.json").is_file()
 
 
-def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(tmp_path, compare_args, tokenizer_dir,
-                                                                         token_mds):
-    """The holdout is the irreducible-loss model's data: converted beside the train split, it enters the
-    fingerprint of the RHO-loss rows only, so the rows recorded before it stay valid."""
-    data = tmp_path / "mds"
-    shutil.copytree(token_mds, data)
-    args = [*compare_args, "--seeds", "17", "--method-seeds", "1"]
-    args[args.index("--data") + 1] = str(data)
-    before = {row.name: row for row in plan(parser().parse_args(["run", *args, "--methods", "baseline"]))}
-    convert(["holdout"], str(data), files=[str(f) for f in find_split_files(SAMPLE, "validation")],
-            tokenizer=str(tokenizer_dir), concat_tokens=64)
-    after = {row.name: row for row in plan(parser().parse_args(["run", *args, "--methods", "baseline", "rho-loss"]))}
-    assert after["baseline-s17"].fingerprint == before["baseline-s17"].fingerprint
-    il = after["rho-loss-s17"].inputs["il"]
-    assert il["holdout"]["rows"] > 0 and set(after["rho-loss-s17"].inputs["data"]) == {"train", "validation"}
-
-
 @pytest.fixture
 def rho_args(tmp_path, compare_args, tokenizer_dir, token_mds):
     """compare_args without GLUE, on a copy of the shards with a holdout split of other documents."""
@@ -117,6 +100,19 @@ def rho_args(tmp_path, compare_args, tokenizer_dir, token_mds):
     args[args.index("--data") + 1] = str(data)
     glue = args.index("--glue-dir")
     return args[:glue] + args[glue + 2:]
+
+
+def test_a_holdout_added_for_rho_loss_leaves_the_other_rows_records_valid(rho_args, token_mds):
+    """The holdout is the irreducible-loss model's data: converted beside the train split, it enters the
+    fingerprint of the RHO-loss rows only, so the rows recorded before it stay valid."""
+    args = [*rho_args, "--seeds", "17", "--method-seeds", "1"]
+    without = list(args)
+    without[without.index("--data") + 1] = str(token_mds)  # the same shards, before the holdout was added
+    before = {row.name: row for row in plan(parser().parse_args(["run", *without, "--methods", "baseline"]))}
+    after = {row.name: row for row in plan(parser().parse_args(["run", *args]))}
+    assert after["baseline-s17"].fingerprint == before["baseline-s17"].fingerprint
+    il = after["rho-loss-s17"].inputs["il"]
+    assert il["holdout"]["rows"] > 0 and set(after["rho-loss-s17"].inputs["data"]) == {"train", "validation"}
 
 
 @pytest.mark.slow
