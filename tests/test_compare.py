@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from conftest import ROOT, SAMPLE
 from efficient_bert.data.convert import convert
 from efficient_bert.data.corpus import find_split_files
 from efficient_bert.tools.compare import main, parser
-from efficient_bert.tools.compare.records import all_records
+from efficient_bert.tools.compare.records import Record, all_records
 from efficient_bert.tools.compare import run as compare_run
-from efficient_bert.tools.compare.run import GlueQueue, ILFailed, estimate_il, plan
+from efficient_bert.tools.compare.run import GlueQueue, ILFailed, Row, estimate, estimate_il, plan
 
 
 @pytest.fixture
@@ -219,3 +220,20 @@ def test_a_glue_suite_is_timed_when_it_ends_not_when_the_queue_is_next_polled(tm
     time.sleep(3.0)  # the next row's pretraining, during which nobody polls
     ((key, code, seconds, _),) = queue.finished(block=True)
     assert key == "quick" and code == 0 and 0.5 <= seconds < 2.0
+
+
+def test_a_gpu_without_records_is_estimated_from_another_gpus_not_the_default():
+    """The first slice on a new GPU: other GPUs' times of the same rows, not the 1.3x default that
+    leaves rows out; once the new GPU has a record of its own, only its records count."""
+    def record(method, gpu, wall, glue):
+        return Record(method, 0.05, 17, "", {}, {}, {"gpu": gpu}, {"wall_seconds": wall}, {"wall_seconds": glue})
+
+    history = [record("baseline", "H100", 240.0, 200.0), record("baseline", "H100", 250.0, 180.0),
+               record("selective-backprop", "H100", 365.0, 210.0)]
+    row = Row("lion", 0.05, 17, [], [], {}, Path("unused"))
+    assert estimate(row, history, "H200", glue=True) == (250.0, 200.0)
+    assert estimate(replace(row, method="selective-backprop"), history, "H200", glue=False) == (365.0, 0.0)
+    history.append(record("baseline", "H200", 150.0, 120.0))
+    assert estimate(row, history, "H200", glue=True) == (150.0, 120.0)
+    default = 0.05 * 3600 * compare_run.DEFAULT_SLOWDOWN + compare_run.DEFAULT_OVERHEAD_S, compare_run.DEFAULT_GLUE_S
+    assert estimate(row, [], "H200", glue=True) == default

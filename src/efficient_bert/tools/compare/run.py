@@ -132,10 +132,17 @@ def triage(rows: Sequence[Row], records: Path, code: dict[str, Any], strict_code
     return todo, valid, stale
 
 
+def comparable(history: Sequence[rec.Record], gpu: Optional[str]) -> list[rec.Record]:
+    """The records whose times predict this GPU's: its own, else those of any other GPU. On the reference
+    clock every GPU trains the same steps, so another GPU's times are the same work at another speed,
+    closer than a default."""
+    return [r for r in history if r.environment.get("gpu") == gpu] or list(history)
+
+
 def estimate(row: Row, history: Sequence[rec.Record], gpu: Optional[str], glue: bool) -> tuple[float, float]:
     """Seconds the row's pretraining and GLUE should take: the median of earlier records of this budget
-    on this GPU (the same method's if any), else a default."""
-    here = [r for r in history if r.environment.get("gpu") == gpu and r.hours == row.hours]
+    (``comparable``: this GPU's, else another's; the same method's if any), else a default."""
+    here = [r for r in comparable(history, gpu) if r.hours == row.hours]
     mine = [r for r in here if r.method == row.method] or here
     walls = [r.pretrain["wall_seconds"] for r in mine if r.pretrain.get("wall_seconds")]
     pretrain = statistics.median(walls) if walls else row.hours * 3600 * DEFAULT_SLOWDOWN + DEFAULT_OVERHEAD_S
@@ -153,8 +160,7 @@ def estimate_il(row: Row, args: argparse.Namespace, history: Sequence[rec.Record
     model_dir, losses = il_paths(args, row.seed)
     if losses.is_file():
         return 0.0
-    here = [r.pretrain["il_seconds"] for r in history
-            if r.environment.get("gpu") == gpu and r.pretrain.get("il_seconds")]
+    here = [r.pretrain["il_seconds"] for r in comparable(history, gpu) if r.pretrain.get("il_seconds")]
     models, extracts = [h["model"] for h in here if h["model"]], [h["losses"] for h in here if h["losses"]]
     if finished_result(model_dir) is not None:
         model = 0.0
