@@ -225,8 +225,8 @@ def test_a_glue_suite_is_timed_when_it_ends_not_when_the_queue_is_next_polled(tm
 def test_a_gpu_without_records_is_estimated_from_another_gpus_not_the_default():
     """The first slice on a new GPU: other GPUs' times of the same rows, not the 1.3x default that
     leaves rows out; once the new GPU has a record of its own, only its records count."""
-    def record(method, gpu, wall, glue):
-        return Record(method, 0.05, 17, "", {}, {}, {"gpu": gpu}, {"wall_seconds": wall}, {"wall_seconds": glue})
+    def record(method, gpu, wall, glue, hours=0.05):
+        return Record(method, hours, 17, "", {}, {}, {"gpu": gpu}, {"wall_seconds": wall}, {"wall_seconds": glue})
 
     history = [record("baseline", "H100", 240.0, 200.0), record("baseline", "H100", 250.0, 180.0),
                record("selective-backprop", "H100", 365.0, 210.0)]
@@ -235,5 +235,8 @@ def test_a_gpu_without_records_is_estimated_from_another_gpus_not_the_default():
     assert estimate(replace(row, method="selective-backprop"), history, "H200", glue=False) == (365.0, 0.0)
     history.append(record("baseline", "H200", 150.0, 120.0))
     assert estimate(row, history, "H200", glue=True) == (150.0, 120.0)
+    # per budget: the H200's 3-minute record says nothing of a 10-minute row, the H100's 10-minute one does
+    history.append(record("baseline", "H100", 700.0, 190.0, hours=0.16667))
+    assert estimate(replace(row, hours=0.16667), history, "H200", glue=True) == (700.0, 190.0)
     default = 0.05 * 3600 * compare_run.DEFAULT_SLOWDOWN + compare_run.DEFAULT_OVERHEAD_S, compare_run.DEFAULT_GLUE_S
     assert estimate(row, [], "H200", glue=True) == default

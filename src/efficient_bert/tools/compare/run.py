@@ -34,8 +34,8 @@ from efficient_bert.tools.compare.methods import BASELINE, layers_of, uses_rho
 
 IL_MODEL = "il-model"
 GLUE_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
-# without an earlier record on this GPU: the budget on the reference clock, plus start-up, compilation,
-# evaluations and the export; GLUE-5 on one GPU
+# without an earlier record of the budget on any GPU: the budget on the reference clock, plus start-up,
+# compilation, evaluations and the export; GLUE-5 on one GPU
 DEFAULT_SLOWDOWN, DEFAULT_OVERHEAD_S, DEFAULT_GLUE_S = 1.3, 120.0, 420.0
 DEFAULT_IL_LOSSES_S = 240.0  # RHO-loss: the irreducible losses of --il-epochs of masks, one forward each
 
@@ -132,17 +132,17 @@ def triage(rows: Sequence[Row], records: Path, code: dict[str, Any], strict_code
     return todo, valid, stale
 
 
-def comparable(history: Sequence[rec.Record], gpu: Optional[str]) -> list[rec.Record]:
-    """The records whose times predict this GPU's: its own, else those of any other GPU. On the reference
-    clock every GPU trains the same steps, so another GPU's times are the same work at another speed,
-    closer than a default."""
-    return [r for r in history if r.environment.get("gpu") == gpu] or list(history)
+def comparable(records: Sequence[rec.Record], gpu: Optional[str]) -> list[rec.Record]:
+    """Of records of the same work, those whose times predict this GPU's: its own, else those of any
+    other GPU. On the reference clock every GPU trains the same steps, so another GPU's times are the
+    same work at another speed, closer than a default."""
+    return [r for r in records if r.environment.get("gpu") == gpu] or list(records)
 
 
 def estimate(row: Row, history: Sequence[rec.Record], gpu: Optional[str], glue: bool) -> tuple[float, float]:
     """Seconds the row's pretraining and GLUE should take: the median of earlier records of this budget
     (``comparable``: this GPU's, else another's; the same method's if any), else a default."""
-    here = [r for r in comparable(history, gpu) if r.hours == row.hours]
+    here = comparable([r for r in history if r.hours == row.hours], gpu)
     mine = [r for r in here if r.method == row.method] or here
     walls = [r.pretrain["wall_seconds"] for r in mine if r.pretrain.get("wall_seconds")]
     pretrain = statistics.median(walls) if walls else row.hours * 3600 * DEFAULT_SLOWDOWN + DEFAULT_OVERHEAD_S
@@ -160,7 +160,8 @@ def estimate_il(row: Row, args: argparse.Namespace, history: Sequence[rec.Record
     model_dir, losses = il_paths(args, row.seed)
     if losses.is_file():
         return 0.0
-    here = [r.pretrain["il_seconds"] for r in comparable(history, gpu) if r.pretrain.get("il_seconds")]
+    timed = comparable([r for r in history if r.pretrain.get("il_seconds")], gpu)
+    here = [r.pretrain["il_seconds"] for r in timed]
     models, extracts = [h["model"] for h in here if h["model"]], [h["losses"] for h in here if h["losses"]]
     if finished_result(model_dir) is not None:
         model = 0.0
