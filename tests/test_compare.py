@@ -194,6 +194,28 @@ def test_compare_table_is_rebuilt_from_the_records(tmp_path):
     assert "![eval loss against budget, 3 minutes](results/eval_loss_0.05h.png)" in text
 
 
+def test_a_glue_task_without_a_finite_score_leaves_its_row_out_of_the_glue_average(tmp_path):
+    """A fine-tuning that diverged left STS-B's score NaN (as on a GPU before jobs refused non-finite
+    predictions), or an error left no score: the task shows as failed, the row's seed has no GLUE
+    average, and no NaN reaches the table."""
+    records = tmp_path / "records"
+    shutil.copytree(ROOT / "tests" / "data" / "compare", records)
+    # seed 17: an error, and the suite's average over the four other tasks; seed 18: NaN, and a NaN average
+    for seed, score, average in ((17, None, 0.6), (18, float("nan"), float("nan"))):
+        path = records / "0.05h" / f"lion-s{seed}.json"
+        data = json.loads(path.read_text())
+        data["glue"]["tasks"]["stsb"]["score"], data["glue"]["average"] = score, average
+        path.write_text(json.dumps(data))
+    out = tmp_path / "results.md"
+    assert main(["table", "--records", str(records), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "nan" not in text.lower()
+    lion = next(line for line in text.splitlines() if line.startswith("| lion |"))
+    assert lion.endswith("| 22.00 | 82.00 | 72.00 | failed | 67.00 | – | – | – |")
+    assert ("; GLUE-5 incomplete, no finite score for STS-B (seed 17), STS-B (seed 18): that row has no GLUE "
+            "average. NoTrainNoGain") in text
+
+
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
     base = ["run", "--out", str(tmp_path / "c"), "--records", str(tmp_path / "r"), "--data", str(token_mds),
             "--tokenizer", str(tmp_path), "--hours", "0.1", "--yamls", str(ROOT / "yamls"),

@@ -275,6 +275,28 @@ def test_tiny_finetune_beats_the_majority_class_on_sst2(tmp_path, tokenizer, ran
     assert json.loads((tmp_path / "sst2" / "result.json").read_text())["metrics"] == result["metrics"]
 
 
+def test_non_finite_predictions_fail_the_job_instead_of_scoring_nan(tmp_path, tokenizer):
+    from safetensors.torch import load_file, save_file
+
+    folder = tiny_export(tmp_path / "hf", tokenizer, "mosaic_bert")
+    weights = load_file(folder / "model.safetensors")
+    name = "bert.embedding_norm.weight"
+    weights[name][0] = float("nan")  # one poisoned weight, as a diverged pretraining leaves them
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    recipe = replace(TASKS["stsb"].recipe, epochs=1, batch_size=16, max_seq_len=32)
+    glue = tmp_path / "glue" / "STS-B"
+    glue.mkdir(parents=True)
+    rows = (GLUE_SLICE / "SST-2" / "dev.tsv").read_text().splitlines()[1:41]
+    for split in ("train", "dev"):
+        (glue / f"{split}.tsv").write_text("".join(f"{i}\tg\tf\t2012\t{i}\tnone\tnone\t{s}\t{s}\t{5.0 * int(y):.3f}\n"
+                                                   for i, (s, y) in enumerate(r.split("\t") for r in rows)))
+    with pytest.raises(ValueError, match=r"^stsb seed 3: 40 of 40 predictions on dev are not finite: the fine-tuning "
+                                         r"diverged or the checkpoint holds non-finite weights"):
+        run_job(FinetuneJob("stsb", 3, str(folder), str(tmp_path / "out"), recipe=recipe, progress_bar=False),
+                DataSource(glue_dir=str(tmp_path / "glue")))
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [False, True])
 def test_suite_starts_from_a_finetuned_model_and_reports(tmp_path, random_init_checkpoint, parallel, capsys):

@@ -248,6 +248,12 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
         items = grouped(encode(examples, tokenizer, recipe.max_seq_len), groups, by_group)
         in_order = [e for item in grouped(examples, groups, by_group) for e in item]  # as the loader yields them
         logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
+        bad = int((~np.isfinite(logits)).any(axis=tuple(range(1, logits.ndim))).sum()) if logits.size else 0
+        if bad:  # a NaN score would pass for a result and poison every average it enters
+            trainer.close()
+            raise ValueError(f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are not "
+                             "finite: the fine-tuning diverged or the checkpoint holds non-finite weights; "
+                             f"check the checkpoint, or lower the task's lr ({recipe.lr:g})")
         metrics[split] = task.score(Predictions(in_order, logits))
         majority[split] = task.majority_score(train, examples)
         counts[split] = len(examples)

@@ -10,6 +10,7 @@ wall time each part took (which the time limit of later slices estimates from).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -51,9 +52,21 @@ class Record:
     def eval_loss(self) -> Optional[float]:
         return self.pretrain.get("eval_loss")
 
+    def glue_score(self, task: str) -> Optional[float]:
+        """The task's score; None when it was not run or did not finish with a finite score."""
+        score = ((self.glue or {}).get("tasks", {}).get(task) or {}).get("score")
+        return score if score is not None and math.isfinite(score) else None
+
+    @property
+    def glue_failed(self) -> list[str]:
+        """The GLUE tasks this row ran that have no finite score (an error, or a fine-tuning that diverged)."""
+        return [t for t in (self.glue or {}).get("tasks", {}) if self.glue_score(t) is None]
+
     @property
     def glue_average(self) -> Optional[float]:
-        return (self.glue or {}).get("average")
+        """The suite's average, only when every task it ran has a score: one over fewer tasks is not comparable."""
+        average = (self.glue or {}).get("average")
+        return None if self.glue_failed or average is None or not math.isfinite(average) else average
 
 
 def record_path(records: str | Path, hours: float, method: str, seed: int) -> Path:

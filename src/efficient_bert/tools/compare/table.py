@@ -32,6 +32,7 @@ class Line:
     glue: dict[str, Optional[float]]
     glue_average: Optional[float]
     commits: list[str] = field(default_factory=list)
+    glue_failed: list[str] = field(default_factory=list)  # "STS-B (seed 17)": tasks without a finite score
     loss_vs_baseline: Optional[Comparison] = None
     glue_vs_baseline: Optional[Comparison] = None
 
@@ -49,13 +50,13 @@ def summarize(rows: Sequence[rec.Record], alpha: float = 0.05) -> list[Line]:
     for method, mine in by_method.items():
         if not mine:
             continue
-        glue = {t: _mean([((r.glue or {}).get("tasks", {}).get(t) or {}).get("score") for r in mine])
-                for t in GLUE_TASKS}
+        glue = {t: _mean([r.glue_score(t) for r in mine]) for t in GLUE_TASKS}
         lines.append(Line(method, [r.seed for r in mine], _mean([r.eval_loss for r in mine]),
                           _mean([r.pretrain.get("masked_accuracy") for r in mine]),
                           _mean([r.pretrain.get("tokens") for r in mine]), _mean([r.pretrain.get("steps") for r in mine]),
                           glue, _mean([r.glue_average for r in mine]),
-                          sorted({str(r.code.get("commit")) for r in mine})))
+                          sorted({str(r.code.get("commit")) for r in mine}),
+                          [f"{GLUE_TASKS.get(t, t)} (seed {r.seed})" for r in mine for t in r.glue_failed]))
     base = by_method[BASELINE]
     others = {m: v for m, v in by_method.items() if m != BASELINE and v}
     if base:
@@ -78,6 +79,12 @@ def _delta(comparison: Optional[Comparison], decimals: int, scale: float = 1.0) 
     return f"{comparison.delta * scale:+.{decimals}f}{spread}"
 
 
+def _glue_cell(line: Line, task: str) -> str:
+    if line.glue[task] is None and any(f.startswith(f"{GLUE_TASKS[task]} (") for f in line.glue_failed):
+        return "failed"
+    return fmt(line.glue[task], ".2f", 100)
+
+
 def budget_table(lines: Sequence[Line]) -> list[str]:
     head = ("| method | seeds | eval loss | Δ loss (± s.e.) | verdict | masked acc % | tokens | steps | "
             + " | ".join(GLUE_TASKS.values()) + " | GLUE avg | Δ GLUE | verdict |")
@@ -87,7 +94,7 @@ def budget_table(lines: Sequence[Line]) -> list[str]:
         out.append(
             f"| {line.method} | {', '.join(map(str, line.seeds))} | {fmt(line.eval_loss, '.4f')} | {_delta(loss, 4)} | "
             f"{loss.verdict if loss else '–'} | {fmt(line.masked_accuracy, '.2f', 100)} | {fmt(line.tokens, ',.0f')} | "
-            f"{fmt(line.steps, ',.0f')} | " + " | ".join(fmt(line.glue[t], ".2f", 100) for t in GLUE_TASKS)
+            f"{fmt(line.steps, ',.0f')} | " + " | ".join(_glue_cell(line, t) for t in GLUE_TASKS)
             + f" | {fmt(line.glue_average, '.2f', 100)} | {_delta(glue, 2, 100)} | {glue.verdict if glue else '–'} |")
     return out
 
@@ -107,6 +114,9 @@ def in_words(lines: Sequence[Line]) -> list[str]:
                 f"{WORDS[loss.verdict]} on eval loss ({_delta(loss, 4)})")
         if glue is not None:
             text += f"; {WORDS[glue.verdict]} on GLUE-5 ({_delta(glue, 2, 100)} points)"
+        if line.glue_failed:
+            text += (f"; GLUE-5 incomplete, no finite score for {', '.join(line.glue_failed)}: "
+                     "that row has no GLUE average")
         found = [NO_TRAIN_NO_GAIN[m] for m in line.method.split("+") if m in NO_TRAIN_NO_GAIN]
         text += f". NoTrainNoGain: {'; '.join(found)}." if found else ". Not studied by NoTrainNoGain."
         out.append(text)
