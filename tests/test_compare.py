@@ -212,8 +212,8 @@ def test_a_glue_task_without_a_finite_score_leaves_its_row_out_of_the_glue_avera
     assert "nan" not in text.lower()
     lion = next(line for line in text.splitlines() if line.startswith("| lion |"))
     assert lion.endswith("| 22.00 | 82.00 | 72.00 | failed | 67.00 | – | – | – |")
-    assert ("; GLUE-5 incomplete, no finite score for STS-B (seed 17), STS-B (seed 18): that row has no GLUE "
-            "average. NoTrainNoGain") in text
+    assert ("; GLUE-5 incomplete, no finite score for STS-B (seed 17), STS-B (seed 18): no GLUE average for "
+            "those seeds. NoTrainNoGain") in text
 
 
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):
