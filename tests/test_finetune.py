@@ -275,6 +275,15 @@ def test_tiny_finetune_beats_the_majority_class_on_sst2(tmp_path, tokenizer, ran
     assert json.loads((tmp_path / "sst2" / "result.json").read_text())["metrics"] == result["metrics"]
 
 
+def write_stsb_from_sst2(folder: Path, splits: dict[str, list[str]]) -> None:
+    """STS-B-format files (``split`` -> SST-2 rows): each sentence paired with itself, score = 5 x label."""
+    folder.mkdir(parents=True)
+    for split, rows in splits.items():
+        (folder / f"{split}.tsv").write_text("".join(
+            f"{i}\tg\tf\t2012\t{i}\tnone\tnone\t{s}\t{s}\t{5.0 * int(y):.3f}\n"
+            for i, (s, y) in enumerate(r.split("\t") for r in rows)))
+
+
 def test_non_finite_predictions_fail_the_job_instead_of_scoring_nan(tmp_path, tokenizer):
     from safetensors.torch import load_file, save_file
 
@@ -284,12 +293,8 @@ def test_non_finite_predictions_fail_the_job_instead_of_scoring_nan(tmp_path, to
     weights[name][0] = float("nan")  # one poisoned weight, as a diverged pretraining leaves them
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     recipe = replace(TASKS["stsb"].recipe, epochs=1, batch_size=16, max_seq_len=32)
-    glue = tmp_path / "glue" / "STS-B"
-    glue.mkdir(parents=True)
     rows = (GLUE_SLICE / "SST-2" / "dev.tsv").read_text().splitlines()[1:41]
-    for split in ("train", "dev"):
-        (glue / f"{split}.tsv").write_text("".join(f"{i}\tg\tf\t2012\t{i}\tnone\tnone\t{s}\t{s}\t{5.0 * int(y):.3f}\n"
-                                                   for i, (s, y) in enumerate(r.split("\t") for r in rows)))
+    write_stsb_from_sst2(tmp_path / "glue" / "STS-B", {"train": rows, "dev": rows})
     with pytest.raises(ValueError, match=r"^stsb seed 3: 40 of 40 predictions on dev are not finite: the fine-tuning "
                                          r"diverged or the checkpoint holds non-finite weights"):
         run_job(FinetuneJob("stsb", 3, str(folder), str(tmp_path / "out"), recipe=recipe, progress_bar=False),
@@ -304,13 +309,9 @@ def test_suite_starts_from_a_finetuned_model_and_reports(tmp_path, random_init_c
     whose 2-label head is replaced by a 1-output regression head. ``parallel`` runs one process per job
     slot, two slots on one GPU id as compare packs GLUE on one GPU (here CPU processes)."""
     glue = tmp_path / "glue"
-    (glue / "STS-B").mkdir(parents=True)
-    (glue / "SST-2").symlink_to(GLUE_SLICE / "SST-2")
     lines = (GLUE_SLICE / "SST-2" / "dev.tsv").read_text().splitlines()[1:]
-    for name, rows in (("train.tsv", lines[:200]), ("dev.tsv", lines[200:300])):
-        (glue / "STS-B" / name).write_text("".join(
-            f"{i}\tg\tf\t2012\t{i}\tnone\tnone\t{s}\t{s}\t{5.0 * int(y):.3f}\n"
-            for i, (s, y) in enumerate(r.split("\t") for r in rows)))
+    write_stsb_from_sst2(glue / "STS-B", {"train": lines[:200], "dev": lines[200:300]})
+    (glue / "SST-2").symlink_to(GLUE_SLICE / "SST-2")
     yaml = write_yaml(tmp_path / "ft.yaml", f"""
 checkpoint: {random_init_checkpoint}
 results_dir: {tmp_path / 'results'}

@@ -33,7 +33,6 @@ from efficient_bert.tools.compare.fingerprint import (code_version, data_inputs,
 from efficient_bert.tools.compare.methods import BASELINE, layers_of, uses_rho
 
 IL_MODEL = "il-model"
-GLUE_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
 # without an earlier record of the budget on any GPU: the budget on the reference clock, plus start-up,
 # compilation, evaluations and the export; GLUE-5 on one GPU
 DEFAULT_SLOWDOWN, DEFAULT_OVERHEAD_S, DEFAULT_GLUE_S = 1.3, 120.0, 420.0
