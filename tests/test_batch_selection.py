@@ -1,5 +1,6 @@
 """Selective backprop and RHO-loss: per-sequence losses, selection rules, IL files, the trainer."""
 
+import numpy as np
 import pytest
 import torch
 from composer.core import Callback, Event
@@ -211,6 +212,12 @@ def test_rho_loss_end_to_end_holdout_il_model_extraction_and_selection(tmp_path,
                        "--batch_size", "64", "--seed", "17", "--epochs", "2"]) == 0
     il = IrreducibleLosses.load(out)
     assert len(il) == reports[0].rows and il.meta["split"] == "train" and il.meta["mask_seed"] == 17
+    # a sample's loss depends on neither the batch it lands in nor the process that loads it
+    serial = tmp_path / "il-serial.npz"
+    assert extract_il(["--model", str(next(il_run.glob("*ba4-rank0.pt"))), "--tokenizer", str(tokenizer_dir),
+                       "--data_local", str(mds), "--split", "train", "--out", str(serial), "--max_seq_len", "64",
+                       "--batch_size", "24", "--num_workers", "0", "--seed", "17", "--epochs", "2"]) == 0
+    assert np.allclose(IrreducibleLosses.load(serial).table, il.table, rtol=0, atol=1e-5)
     # two epochs of the run's masks: every sample's loss differs between them (another mask)
     ids = torch.arange(len(il))
     assert il.epochs == 2 and bool((il.lookup(ids, 0) != il.lookup(ids, 1)).all())

@@ -13,6 +13,7 @@ unless it sets ``train_loader.dataset.mask_seed``) and masking rate, in each of 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,7 +29,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True, help="output .npz (never overwritten)")
     p.add_argument("--max_seq_len", type=int, default=128)
     p.add_argument("--mlm_probability", type=float, default=0.30)
-    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=1024)
+    p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="processes reading and masking samples (0: in the main process)")
     p.add_argument("--seed", type=int, default=17, help="the training run's mask seed (default 17, the recipes' seed)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of training masks to compute losses under")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
@@ -66,7 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             def masked_as_in(examples, epoch=epoch):  # the masks the run draws in this epoch
                 return collator([{**example, "epoch": epoch} for example in examples])
 
-            loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=masked_as_in, num_workers=0)
+            loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=masked_as_in,
+                                num_workers=args.num_workers, pin_memory=device.type == "cuda")
             per_epoch.append(extract_irreducible_losses(model, loader, device, total=dataset.num_samples))
     losses = IrreducibleLosses.of_epochs(per_epoch, meta)
     losses.save(args.out)

@@ -143,14 +143,16 @@ def extract_irreducible_losses(model: torch.nn.Module, batches: Iterable[dict[st
     for batch in batches:
         if "sample_id" not in batch:
             raise ValueError("batches need a sample_id per row (StreamingTextDataset provides it)")
-        on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        # pinned batches copy asynchronously, and the losses stay on the device until the end, so the
+        # host queues the next batch while the GPU works on this one
+        on_device = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(on_device).logits
-        losses.append(sequence_losses_from_logits(logits, on_device["labels"]).cpu())
-        ids.append(batch["sample_id"].cpu())
+        losses.append(sequence_losses_from_logits(logits, on_device["labels"]))
+        ids.append(batch["sample_id"])
         bar.update(len(batch["sample_id"]))
     bar.close()
-    return IrreducibleLosses(torch.cat(ids).numpy(), torch.cat(losses).numpy(), meta)
+    return IrreducibleLosses(torch.cat(ids).numpy(), torch.cat(losses).cpu().numpy(), meta)
 
 
 def apply_rho_loss(pool: dict[str, Any], train_losses: torch.Tensor, irreducible: torch.Tensor,
