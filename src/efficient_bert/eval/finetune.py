@@ -243,24 +243,25 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
         trainer.fit()
 
     metrics, majority, counts = {}, {}, {}
-    for split, examples in evals.items():
-        groups = [e.group for e in examples]
-        items = grouped(encode(examples, tokenizer, recipe.max_seq_len), groups, by_group)
-        in_order = [e for item in grouped(examples, groups, by_group) for e in item]  # as the loader yields them
-        logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
-        bad = int((~np.isfinite(logits)).any(axis=tuple(range(1, logits.ndim))).sum()) if logits.size else 0
-        if bad:  # a NaN score would pass for a result and poison every average it enters
-            trainer.close()
-            raise ValueError(f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are not "
-                             "finite: the fine-tuning diverged or the checkpoint holds non-finite weights; "
-                             f"check the checkpoint, or lower the task's lr ({recipe.lr:g})")
-        metrics[split] = task.score(Predictions(in_order, logits))
-        majority[split] = task.majority_score(train, examples)
-        counts[split] = len(examples)
-    if job.save_model:
-        model.model.save_pretrained(str(out / MODEL_DIR))
-        tokenizer.save_pretrained(str(out / MODEL_DIR))
-    trainer.close()
+    try:
+        for split, examples in evals.items():
+            groups = [e.group for e in examples]
+            items = grouped(encode(examples, tokenizer, recipe.max_seq_len), groups, by_group)
+            in_order = [e for item in grouped(examples, groups, by_group) for e in item]  # as the loader yields them
+            logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
+            bad = int((~np.isfinite(logits)).any(axis=tuple(range(1, logits.ndim))).sum()) if logits.size else 0
+            if bad:  # a NaN score would pass for a result and poison every average it enters
+                raise ValueError(f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are "
+                                 "not finite: the fine-tuning diverged or the checkpoint holds non-finite weights; "
+                                 f"check the checkpoint, or lower the task's lr ({recipe.lr:g})")
+            metrics[split] = task.score(Predictions(in_order, logits))
+            majority[split] = task.majority_score(train, examples)
+            counts[split] = len(examples)
+        if job.save_model:
+            model.model.save_pretrained(str(out / MODEL_DIR))
+            tokenizer.save_pretrained(str(out / MODEL_DIR))
+    finally:
+        trainer.close()
     result = {"task": task.name, "benchmark": task.benchmark, "seed": job.seed, "metrics": metrics,
               "majority_class": majority, "train_examples": len(train), "eval_examples": counts,
               "checkpoint": job.checkpoint, "recipe": dataclasses.asdict(recipe), "device": device,

@@ -143,8 +143,8 @@ def extract_irreducible_losses(model: torch.nn.Module, batches: Iterable[dict[st
     for batch in batches:
         if "sample_id" not in batch:
             raise ValueError("batches need a sample_id per row (StreamingTextDataset provides it)")
-        # pinned batches copy asynchronously, and the losses stay on the device until the end, so the
-        # host queues the next batch while the GPU works on this one
+        # pinned batches copy asynchronously, and the losses come to the host once, at the end (the
+        # per-row reduction still waits for the GPU once a batch: it counts each row's masked tokens)
         on_device = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(on_device).logits
