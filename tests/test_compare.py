@@ -194,26 +194,52 @@ def test_compare_table_is_rebuilt_from_the_records(tmp_path):
     assert "![eval loss against budget, 3 minutes](results/eval_loss_0.05h.png)" in text
 
 
+DIVERGED = ("seed 19: FineTuningDiverged: stsb seed 19: 1500 of 1500 predictions on dev are not finite: the "
+            "fine-tuning diverged or the checkpoint holds non-finite weights; check the checkpoint, or lower the "
+            "task's lr (3e-05)")
+
+
 def test_a_glue_task_without_a_finite_score_leaves_its_row_out_of_the_glue_average(tmp_path):
-    """A fine-tuning that diverged left STS-B's score NaN (as on a GPU before jobs refused non-finite
-    predictions), or an error left no score: the task shows as failed, the row's seed has no GLUE
-    average, and no NaN reaches the table."""
+    """A fine-tuning that diverged (its job's error says so), or left STS-B's score NaN (as on a GPU before
+    jobs refused non-finite predictions): the task shows as diverged or failed, the row's seed has no
+    GLUE average, and no NaN reaches the table."""
     records = tmp_path / "records"
     shutil.copytree(ROOT / "tests" / "data" / "compare", records)
-    # seed 17: an error, and the suite's average over the four other tasks; seed 18: NaN, and a NaN average
-    for seed, score, average in ((17, None, 0.6), (18, float("nan"), float("nan"))):
-        path = records / "0.05h" / f"lion-s{seed}.json"
-        data = json.loads(path.read_text())
-        data["glue"]["tasks"]["stsb"]["score"], data["glue"]["average"] = score, average
-        path.write_text(json.dumps(data))
     out = tmp_path / "results.md"
-    assert main(["table", "--records", str(records), "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "nan" not in text.lower()
-    lion = next(line for line in text.splitlines() if line.startswith("| lion |"))
+
+    def table(stsb: dict[int, dict]) -> tuple[str, str]:
+        for seed, entry in stsb.items():
+            path = records / "0.05h" / f"lion-s{seed}.json"
+            data = json.loads(path.read_text())
+            data["glue"]["tasks"]["stsb"] = entry
+            data["glue"]["average"] = entry.pop("average")
+            path.write_text(json.dumps(data))
+        assert main(["table", "--records", str(records), "--out", str(out)]) == 0
+        text = out.read_text()
+        assert "nan" not in text.lower()
+        return next(line for line in text.splitlines() if line.startswith("| lion |")), text
+
+    # seed 17 diverged, with the suite's average over the four other tasks; seed 18: NaN, and a NaN average
+    lion, text = table({17: {"score": None, "errors": [DIVERGED], "average": 0.6},
+                        18: {"score": float("nan"), "average": float("nan")}})
     assert lion.endswith("| 22.00 | 82.00 | 72.00 | failed | 67.00 | – | – | – |")
-    assert ("; GLUE-5 incomplete, no finite score for STS-B (seed 17), STS-B (seed 18): no GLUE average for "
-            "those seeds. NoTrainNoGain") in text
+    assert ("; GLUE-5 incomplete, no finite score for STS-B (seed 17, diverged), STS-B (seed 18): no GLUE average "
+            "for those seeds. NoTrainNoGain") in text
+    lion, text = table({18: {"score": None, "errors": [DIVERGED], "average": 0.6}})
+    assert lion.endswith("| 22.00 | 82.00 | 72.00 | diverged | 67.00 | – | – | – |")
+    assert "STS-B (seed 17, diverged), STS-B (seed 18, diverged): no GLUE average" in text
+
+
+def test_glue_that_diverged_is_recorded_and_other_failures_are_run_again(tmp_path):
+    results = tmp_path / "results.json"
+    assert compare_run.glue_problem(results) == "the suite wrote no results"
+    tasks = {"sst2": {"errors": [], "score": 0.8}, "stsb": {"errors": [DIVERGED]}}
+    results.write_text(json.dumps({"tasks": tasks}))
+    assert compare_run.glue_problem(results) is None  # the method's outcome: recorded
+    oom = "seed 19: RuntimeError: CUDA out of memory"
+    tasks["cola"] = {"errors": [oom]}
+    results.write_text(json.dumps({"tasks": tasks}))
+    assert compare_run.glue_problem(results) == oom
 
 
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):

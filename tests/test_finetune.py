@@ -20,7 +20,7 @@ from efficient_bert.eval.finetune_config import load_finetune_config
 from efficient_bert.eval.scheduling import plan
 from efficient_bert.eval.suite import run_suite
 from efficient_bert.eval.tasks import Predictions
-from efficient_bert.errors import ConfigError
+from efficient_bert.errors import ConfigError, FineTuningDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_SLICE = ROOT / "data" / "glue"
@@ -295,8 +295,8 @@ def test_non_finite_predictions_fail_the_job_instead_of_scoring_nan(tmp_path, to
     recipe = replace(TASKS["stsb"].recipe, epochs=1, batch_size=16, max_seq_len=32)
     rows = (GLUE_SLICE / "SST-2" / "dev.tsv").read_text().splitlines()[1:41]
     write_stsb_from_sst2(tmp_path / "glue" / "STS-B", {"train": rows, "dev": rows})
-    with pytest.raises(ValueError, match=r"^stsb seed 3: 40 of 40 predictions on dev are not finite: the fine-tuning "
-                                         r"diverged or the checkpoint holds non-finite weights"):
+    with pytest.raises(FineTuningDiverged, match=r"^stsb seed 3: 40 of 40 predictions on dev are not finite: the "
+                                                 r"fine-tuning diverged or the checkpoint holds non-finite weights"):
         run_job(FinetuneJob("stsb", 3, str(folder), str(tmp_path / "out"), recipe=recipe, progress_bar=False),
                 DataSource(glue_dir=str(tmp_path / "glue")))
     assert not (tmp_path / "out" / "result.json").exists()

@@ -21,6 +21,11 @@ class ConfigError(ValueError):
     """A configuration problem the user can fix; its message says what and how."""
 
 
+class FineTuningDiverged(ValueError):
+    """A fine-tuning job ended with non-finite predictions: an outcome of the checkpoint and the task's
+    recipe, which running the same job again repeats."""
+
+
 def nearest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

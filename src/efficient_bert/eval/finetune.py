@@ -29,6 +29,7 @@ from composer.optim import LinearWithWarmupScheduler
 from composer.utils import reproducibility
 from torch.utils.data import DataLoader
 
+from efficient_bert.errors import FineTuningDiverged
 from efficient_bert.eval.job import MODEL_DIR, FinetuneJob
 from efficient_bert.eval.readers import Example, TaskDataError
 from efficient_bert.eval.tasks import TASKS, DataSource, Predictions, Task
@@ -251,9 +252,10 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
             logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
             bad = int((~np.isfinite(logits)).any(axis=tuple(range(1, logits.ndim))).sum()) if logits.size else 0
             if bad:  # a NaN score would pass for a result and poison every average it enters
-                raise ValueError(f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are "
-                                 "not finite: the fine-tuning diverged or the checkpoint holds non-finite weights; "
-                                 f"check the checkpoint, or lower the task's lr ({recipe.lr:g})")
+                raise FineTuningDiverged(
+                    f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are not finite: the "
+                    "fine-tuning diverged or the checkpoint holds non-finite weights; check the checkpoint, or lower "
+                    f"the task's lr ({recipe.lr:g})")
             metrics[split] = task.score(Predictions(in_order, logits))
             majority[split] = task.majority_score(train, examples)
             counts[split] = len(examples)

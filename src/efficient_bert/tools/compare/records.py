@@ -18,9 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from efficient_bert.errors import FineTuningDiverged
 from efficient_bert.files import write_text_atomically
 
 SUPERSEDED = "superseded"
+
+
+def diverged(error: str) -> bool:
+    """Whether a fine-tuning job's error (as the suite lists it) says the fine-tuning diverged."""
+    return f"{FineTuningDiverged.__name__}: " in error
 
 
 def budget_folder(hours: float) -> str:
@@ -61,6 +67,11 @@ class Record:
     def glue_failed(self) -> list[str]:
         """The GLUE tasks this row ran that have no finite score (an error, or a fine-tuning that diverged)."""
         return [t for t in (self.glue or {}).get("tasks", {}) if self.glue_score(t) is None]
+
+    def glue_diverged(self, task: str) -> bool:
+        """Whether every error of the task says its fine-tuning diverged (and there was one)."""
+        errors = ((self.glue or {}).get("tasks", {}).get(task) or {}).get("errors") or []
+        return bool(errors) and all(diverged(e) for e in errors)
 
     @property
     def glue_average(self) -> Optional[float]:

@@ -196,6 +196,17 @@ def glue_result(folder: Path, command: str, seconds: float) -> dict[str, Any]:
             "wall_seconds": round(seconds, 1), "command": command}
 
 
+def glue_problem(results: Path) -> Optional[str]:
+    """Why a row's GLUE cannot go into its record, or None. A task whose fine-tuning diverged is a result
+    of the method, recorded as such (the table shows it and leaves the row out of the GLUE average); any
+    other failure need not recur, so the row stays unrecorded and a later slice runs it again."""
+    if not results.is_file():
+        return "the suite wrote no results"
+    summary = json.loads(results.read_text())
+    others = [e for task in summary["tasks"].values() for e in task["errors"] if not rec.diverged(e)]
+    return others[0] if others else None
+
+
 class GlueQueue:
     """GLUE suites running in the background (each its own process, its jobs in parallel on the GPU),
     at most ``concurrent`` at a time."""
@@ -288,8 +299,9 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
         for name, code_, seconds, command in queue.finished(block):
             record = pending.pop(name)
             folder = Path(args.out) / rec.budget_folder(record.hours) / name
-            if code_ != 0 or not (folder / "glue" / "results.json").is_file():
-                print(f"[compare] GLUE {name} failed (exit {code_}); see {folder}.glue.log", flush=True)
+            problem = glue_problem(folder / "glue" / "results.json")
+            if problem is not None:
+                print(f"[compare] GLUE {name} failed (exit {code_}: {problem}); see {folder}.glue.log", flush=True)
                 outcome.failed.append(f"{rec.budget_folder(record.hours)}/{name} (GLUE)")
                 continue
             record.glue = glue_result(folder, command, seconds)

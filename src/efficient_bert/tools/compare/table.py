@@ -32,7 +32,8 @@ class Line:
     glue: dict[str, Optional[float]]
     glue_average: Optional[float]
     commits: list[str] = field(default_factory=list)
-    glue_failed: list[tuple[str, int]] = field(default_factory=list)  # (task, seed) without a finite score
+    # (task, seed, why) without a finite score: "diverged" (the fine-tuning did) or "failed"
+    glue_failed: list[tuple[str, int, str]] = field(default_factory=list)
     loss_vs_baseline: Optional[Comparison] = None
     glue_vs_baseline: Optional[Comparison] = None
 
@@ -56,7 +57,8 @@ def summarize(rows: Sequence[rec.Record], alpha: float = 0.05) -> list[Line]:
                           _mean([r.pretrain.get("tokens") for r in mine]), _mean([r.pretrain.get("steps") for r in mine]),
                           glue, _mean([r.glue_average for r in mine]),
                           sorted({str(r.code.get("commit")) for r in mine}),
-                          [(t, r.seed) for r in mine for t in r.glue_failed]))
+                          [(t, r.seed, "diverged" if r.glue_diverged(t) else "failed")
+                           for r in mine for t in r.glue_failed]))
     base = by_method[BASELINE]
     others = {m: v for m, v in by_method.items() if m != BASELINE and v}
     if base:
@@ -80,8 +82,9 @@ def _delta(comparison: Optional[Comparison], decimals: int, scale: float = 1.0) 
 
 
 def _glue_cell(line: Line, task: str) -> str:
-    if line.glue[task] is None and any(t == task for t, _ in line.glue_failed):
-        return "failed"
+    why = {w for t, _, w in line.glue_failed if t == task}
+    if line.glue[task] is None and why:
+        return "diverged" if why == {"diverged"} else "failed"
     return fmt(line.glue[task], ".2f", 100)
 
 
@@ -115,7 +118,8 @@ def in_words(lines: Sequence[Line]) -> list[str]:
         if glue is not None:
             text += f"; {WORDS[glue.verdict]} on GLUE-5 ({_delta(glue, 2, 100)} points)"
         if line.glue_failed:
-            failed = ", ".join(f"{GLUE_TASKS.get(t, t)} (seed {seed})" for t, seed in line.glue_failed)
+            failed = ", ".join(f"{GLUE_TASKS.get(t, t)} (seed {seed}{', diverged' if why == 'diverged' else ''})"
+                               for t, seed, why in line.glue_failed)
             text += f"; GLUE-5 incomplete, no finite score for {failed}: no GLUE average for those seeds"
         found = [NO_TRAIN_NO_GAIN[m] for m in line.method.split("+") if m in NO_TRAIN_NO_GAIN]
         text += f". NoTrainNoGain: {'; '.join(found)}." if found else ". Not studied by NoTrainNoGain."
