@@ -295,7 +295,8 @@ def test_non_finite_predictions_fail_the_job_instead_of_scoring_nan(tmp_path, to
     recipe = replace(TASKS["stsb"].recipe, epochs=1, batch_size=16, max_seq_len=32)
     rows = (GLUE_SLICE / "SST-2" / "dev.tsv").read_text().splitlines()[1:41]
     write_stsb_from_sst2(tmp_path / "glue" / "STS-B", {"train": rows, "dev": rows})
-    with pytest.raises(FineTuningDiverged, match=r"^stsb seed 3: 40 of 40 predictions on dev are not finite: the "
+    with pytest.raises(FineTuningDiverged, match=r"^stsb seed 3: 40 of 40 predictions on dev are not finite \(its "
+                                                 r"training loss was first not finite at batch 1 of 3\): the "
                                                  r"fine-tuning diverged or the checkpoint holds non-finite weights"):
         run_job(FinetuneJob("stsb", 3, str(folder), str(tmp_path / "out"), recipe=recipe, progress_bar=False),
                 DataSource(glue_dir=str(tmp_path / "glue")))

@@ -145,6 +145,31 @@ class TaskProgress(Callback):
             self.bar.close()
 
 
+class FirstNonFiniteLoss(Callback):
+    """The first batch whose training loss was not finite (0: none), kept on the device so that no step
+    waits for the GPU; it tells a checkpoint that fails at once from a fine-tuning that diverged later."""
+
+    def __init__(self):
+        self.first: Optional[torch.Tensor] = None
+        self.count: Optional[torch.Tensor] = None  # the batch under way, counted on the device
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.first = state.device.tensor_to_device(torch.zeros((), dtype=torch.long))
+        self.count = self.first.clone()
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        self.count.add_(1)
+
+    def after_loss(self, state: State, logger: Logger) -> None:
+        if torch.is_tensor(state.loss):
+            finite = torch.isfinite(state.loss.detach()).all()
+            self.first = torch.where((self.first == 0) & ~finite, self.count, self.first)
+
+    @property
+    def batch(self) -> int:
+        return 0 if self.first is None else int(self.first)
+
+
 @torch.no_grad()
 def predict(trainer: Trainer, data: DataLoader) -> np.ndarray:
     model, state = trainer.state.model, trainer.state
@@ -231,13 +256,14 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
     # in batches, not epochs: Composer counts a warmup of "0.06dur" in max_duration's unit, so with
     # "3ep" it would round down to no warmup at all
     steps = math.ceil(recipe.epochs * len(train_loader))
+    watch = FirstNonFiniteLoss()
     trainer = Trainer(
         model=model, train_dataloader=train_loader,
         optimizers=decoupled_adamw(param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6),
         schedulers=LinearWithWarmupScheduler(t_warmup=f"{recipe.warmup}dur", alpha_f=0.0),
         step_schedulers_every_batch=True, max_duration=f"{steps}ba",
         device=device, precision=Precision(precision), seed=job.seed, progress_bar=False, log_to_console=False,
-        callbacks=[TaskProgress(f"{task.name} seed {job.seed}", job.progress_position, job.progress_bar)],
+        callbacks=[TaskProgress(f"{task.name} seed {job.seed}", job.progress_position, job.progress_bar), watch],
         loggers=[], python_log_level=None)
     with warnings.catch_warnings():  # Composer warns that the short last batch cannot be split
         warnings.filterwarnings("ignore", message="Cannot split tensor")
@@ -252,10 +278,12 @@ def run_job(job: FinetuneJob, source: DataSource) -> dict[str, Any]:
             logits = predict(trainer, loader(items, batch_size * 2, tokenizer.pad_token_id, float_labels, False, 0))
             bad = int((~np.isfinite(logits)).any(axis=tuple(range(1, logits.ndim))).sum()) if logits.size else 0
             if bad:  # a NaN score would pass for a result and poison every average it enters
+                when = (f"its training loss was first not finite at batch {watch.batch} of {steps}" if watch.batch
+                        else "its training loss stayed finite")
                 raise FineTuningDiverged(
-                    f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are not finite: the "
-                    "fine-tuning diverged or the checkpoint holds non-finite weights; check the checkpoint, or lower "
-                    f"the task's lr ({recipe.lr:g})")
+                    f"{task.name} seed {job.seed}: {bad} of {len(logits)} predictions on {split} are not finite "
+                    f"({when}): the fine-tuning diverged or the checkpoint holds non-finite weights; check the "
+                    f"checkpoint, or lower the task's lr ({recipe.lr:g})")
             metrics[split] = task.score(Predictions(in_order, logits))
             majority[split] = task.majority_score(train, examples)
             counts[split] = len(examples)
