@@ -231,15 +231,15 @@ def test_a_glue_task_without_a_finite_score_leaves_its_row_out_of_the_glue_avera
 
 
 def test_glue_that_diverged_is_recorded_and_other_failures_are_run_again(tmp_path):
-    results = tmp_path / "results.json"
-    assert compare_run.glue_problem(results) == "the suite wrote no results"
+    assert compare_run.glue_summary(tmp_path) is None
+    assert compare_run.glue_problem(None) == "the suite wrote no results"
     tasks = {"sst2": {"errors": [], "score": 0.8}, "stsb": {"errors": [DIVERGED]}}
-    results.write_text(json.dumps({"tasks": tasks}))
-    assert compare_run.glue_problem(results) is None  # the method's outcome: recorded
+    (tmp_path / "glue").mkdir()
+    (tmp_path / "glue" / "results.json").write_text(json.dumps({"tasks": tasks}))
+    assert compare_run.glue_problem(compare_run.glue_summary(tmp_path)) is None  # the method's outcome: recorded
     oom = "seed 19: RuntimeError: CUDA out of memory"
     tasks["cola"] = {"errors": [oom]}
-    results.write_text(json.dumps({"tasks": tasks}))
-    assert compare_run.glue_problem(results) == oom
+    assert compare_run.glue_problem({"tasks": tasks}) == oom
 
 
 def test_compare_refuses_what_a_row_would_fail_on(tmp_path, token_mds):

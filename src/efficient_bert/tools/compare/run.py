@@ -183,10 +183,15 @@ def curve(folder: Path) -> list[list[float]]:
     return [[h, tokens, loss] for h, (_, tokens, loss) in zip(charged, run.eval_points)]
 
 
-def glue_result(folder: Path, command: str, seconds: float) -> dict[str, Any]:
-    """The GLUE part of a record, from the suite's results folder."""
+def glue_summary(folder: Path) -> Optional[dict[str, Any]]:
+    """The row's GLUE suite summary (its ``results.json``), or None when the suite wrote none."""
+    path = folder / "glue" / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def glue_result(folder: Path, summary: dict[str, Any], command: str, seconds: float) -> dict[str, Any]:
+    """The GLUE part of a record, from the suite's summary and its per-job results under ``folder``."""
     results = folder / "glue"
-    summary = json.loads((results / "results.json").read_text())
     tasks = {}
     for name, task in summary["tasks"].items():
         jobs = [json.loads(p.read_text()) for p in sorted((results / name).glob("seed-*/result.json"))]
@@ -196,13 +201,12 @@ def glue_result(folder: Path, command: str, seconds: float) -> dict[str, Any]:
             "wall_seconds": round(seconds, 1), "command": command}
 
 
-def glue_problem(results: Path) -> Optional[str]:
+def glue_problem(summary: Optional[dict[str, Any]]) -> Optional[str]:
     """Why a row's GLUE cannot go into its record, or None. A task whose fine-tuning diverged is a result
     of the method, recorded as such (the table shows it and leaves the row out of the GLUE average); any
     other failure need not recur, so the row stays unrecorded and a later slice runs it again."""
-    if not results.is_file():
+    if summary is None:
         return "the suite wrote no results"
-    summary = json.loads(results.read_text())
     others = [e for task in summary["tasks"].values() for e in task["errors"] if not rec.diverged(e)]
     return others[0] if others else None
 
@@ -299,12 +303,13 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
         for name, code_, seconds, command in queue.finished(block):
             record = pending.pop(name)
             folder = Path(args.out) / rec.budget_folder(record.hours) / name
-            problem = glue_problem(folder / "glue" / "results.json")
+            summary = glue_summary(folder)
+            problem = glue_problem(summary)
             if problem is not None:
                 print(f"[compare] GLUE {name} failed (exit {code_}: {problem}); see {folder}.glue.log", flush=True)
                 outcome.failed.append(f"{rec.budget_folder(record.hours)}/{name} (GLUE)")
                 continue
-            record.glue = glue_result(folder, command, seconds)
+            record.glue = glue_result(folder, summary, command, seconds)
             path = rec.save(record, args.records)
             history.append(record)
             outcome.recorded.append(f"{rec.budget_folder(record.hours)}/{name}")
