@@ -61,6 +61,11 @@ def test_compare_records_rows_reuses_them_and_refuses_stale_ones(tmp_path, compa
     charged = [p[0] for p in base["pretrain"]["curve"]]
     assert len(charged) >= 6 and charged == sorted(charged) and charged[-1] == pytest.approx(80 / 3600)
     assert base["pretrain"]["curve"][-1][2] == base["pretrain"]["eval_loss"]
+    # what the method's algorithms logged, by batch: layer drop's θ falls from 1 as it drops more
+    assert base["pretrain"]["method_metrics"] == {}
+    theta = mine["pretrain"]["method_metrics"]["layer_drop/theta"]
+    assert [b for b, _ in theta] == list(range(mine["pretrain"]["steps"]))[:20]  # logged as each step starts
+    assert theta[0][1] == pytest.approx(1.0, abs=0.05) and theta[-1][1] < theta[0][1]
     assert 0.0 <= base["glue"]["tasks"]["sst2"]["score"] <= 1.0 and base["glue"]["wall_seconds"] > 0
     # what decided the result: config, data, tokenizer, GLUE recipe; the code and machine beside it
     assert mine["inputs"]["config"]["optimizer"]["name"] == "lion" and "layer_drop" in mine["inputs"]["config"][
@@ -190,6 +195,7 @@ def test_compare_table_is_rebuilt_from_the_records(tmp_path):
     # in words, beside what NoTrainNoGain found for the same method
     assert ("- **layer-drop** (2 seeds): hurts on eval loss (+0.3000 ± 0.0791); no measurable difference on GLUE-5 "
             "(-3.00 ± 1.58 points). NoTrainNoGain: no gain over a fully-decayed baseline.") in text
+    assert text.count("so measured again at the next budget: lion.") == 1  # layer drop's loss is worse
     assert (tmp_path / "results" / "eval_loss_0.05h.png").is_file()
     assert "![eval loss against budget, 3 minutes](results/eval_loss_0.05h.png)" in text
 
@@ -288,3 +294,12 @@ def test_a_gpu_without_records_is_estimated_from_another_gpus_not_the_default():
     assert estimate(replace(row, hours=0.16667), history, "H200", glue=True) == (700.0, 190.0)
     default = 0.05 * 3600 * compare_run.DEFAULT_SLOWDOWN + compare_run.DEFAULT_OVERHEAD_S, compare_run.DEFAULT_GLUE_S
     assert estimate(row, [], "H200", glue=True) == default
+
+
+def test_a_records_method_metrics_are_twenty_evenly_spaced_logs_from_first_to_last(tmp_path):
+    rows = [{"batch": b, "loss/train/total": 5.0, **({"sophia/win_rate": b / 100} if b % 10 == 1 else {})}
+            for b in range(500)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (trace,) = compare_run.method_metrics(tmp_path).values()  # the training loss is not the method's
+    assert len(trace) == 20 and trace[0] == [1, 0.01] and trace[-1] == [491, 4.91]
+    assert [b for b, _ in trace] == sorted(b for b, _ in trace) and compare_run.method_metrics(tmp_path / "none") == {}

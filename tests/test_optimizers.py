@@ -1,5 +1,7 @@
 """Optimizers against reference updates on small problems."""
 
+import json
+
 import pytest
 import torch
 
@@ -124,6 +126,23 @@ def test_sophia_matches_the_papers_update_with_hessian_refreshes_in_float64(bias
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+def test_sophia_win_rate_counts_the_coordinates_its_next_step_leaves_unclipped():
+    from efficient_bert.optim import SophiaG
+
+    a, b = torch.nn.Parameter(torch.zeros(10)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = SophiaG([a, b], lr=1e-3, betas=(0.965, 0.99), rho=2.0)
+    assert optimizer.win_rate() == {}  # no estimate yet
+    # |m| / h: a holds 1e-4 ... 1e5 (no estimate counted, so h as it is); b's one estimate is
+    # bias-corrected, h / (1 - 0.99), so m = 1 over h = 1 and 1e-3 give 1e-2 and 10
+    optimizer.state[a].update(exp_avg=10.0 ** torch.arange(-4.0, 6.0), hessian=torch.ones(10), hessian_updates=0)
+    optimizer.state[b].update(exp_avg=-torch.ones(2), hessian=torch.tensor([1.0, 1e-3]), hessian_updates=1)
+    result = optimizer.win_rate()
+    assert result["win_rate"] == 6 / 12  # |m| / h < rho = 2: 1e-4, 1e-3, 1e-2, 1e-1, 1 and b's 1e-2
+    # the 10% and 50% quantiles of the twelve ratios: the 2nd (1e-3) and the 6th (1)
+    assert result["rho_for_win_rate_0.1"] == pytest.approx(1e-3, rel=0.05)
+    assert result["rho_for_win_rate_0.5"] == pytest.approx(1.0, rel=0.05)
+
+
 @pytest.mark.parametrize("name", ["decoupled_adamw", "adamw", "lion", "sophiag", "lamb", "adafactor"])
 def test_every_optimizer_lowers_a_small_regression_loss(name):
     from efficient_bert.pretrain.components import OPTIMIZERS
@@ -230,6 +249,10 @@ def test_sophia_hessian_runs_every_k_steps_and_counts_as_an_extra_forward(tmp_pa
         budget = next(c for c in run.trainer.state.callbacks if isinstance(c, TrainingBudget))
         assert (budget.excluded_seconds > 0) == (not counted)
         run.close()
+        rows = map(json.loads, (tmp_path / str(counted) / "metrics.jsonl").read_text().splitlines())
+        logged = [row for row in rows if "sophia/win_rate" in row]
+        assert [row["batch"] for row in logged] == [1, 4, 7]
+        assert all(0.0 <= row["sophia/win_rate"] <= 1.0 and row["sophia/rho_for_win_rate_0.5"] > 0 for row in logged)
     with pytest.raises(ConfigError, match="sophiag and algorithms.sophia_hessian go together"):
         build_run(tmp_path, tokenizer_dir, token_mds, "max_duration=2ba", "algorithms.sophia_hessian=null",
                   methods=["sophiag.yaml"])

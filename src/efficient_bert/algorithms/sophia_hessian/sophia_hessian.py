@@ -74,7 +74,8 @@ class SophiaHessian(Algorithm):
     :mod:`efficient_bert.optim.sophia`). ``clip_norm`` clips that gradient's global norm first
     (the official code clips it at the run's gradient-clipping threshold; None: no clipping, as
     NoTrainNoGain). The forward and backward are an extra forward of the training budget
-    (``budget.count_extra_forwards``).
+    (``budget.count_extra_forwards``). Each update logs :meth:`SophiaG.win_rate` as ``sophia/win_rate``
+    and ``sophia/rho_for_win_rate_<q>``: what tells whether ρ suits the model.
     """
 
     def __init__(self, every: int = 10, hessian_batch_size: Optional[int] = None, clip_norm: Optional[float] = None):
@@ -111,7 +112,8 @@ class SophiaHessian(Algorithm):
             tokens = apply_sophia_hessian(state.model, optimizer, batch, chunk, state.device.batch_to_device,
                                           self.clip_norm)
         self.updates += 1
-        logger.log_metrics({"sophia/hessian_updates": self.updates, "sophia/hessian_tokens": tokens})
+        logger.log_metrics({"sophia/hessian_updates": self.updates, "sophia/hessian_tokens": tokens,
+                            **{f"sophia/{k}": v for k, v in optimizer.win_rate().items()}})
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "steps": self.steps, "updates": self.updates}

@@ -183,6 +183,25 @@ def curve(folder: Path) -> list[list[float]]:
     return [[h, tokens, loss] for h, (_, tokens, loss) in zip(charged, run.eval_points)]
 
 
+# what the methods' algorithms log (Sophia-G's win rate, layer drop's θ, ...): how a method behaved in a row
+METHOD_METRICS = ("sophia/", "layer_stacking/", "layer_drop/", "selective_backprop/", "rho_loss/",
+                  "batch_size_warmup/")
+
+
+def method_metrics(folder: Path, points: int = 20) -> dict[str, list[list[float]]]:
+    """Each method metric of a finished run as [batch, value] pairs: ``points`` of its logs evenly
+    spaced from the first to the last."""
+    from efficient_bert.run_files import metric_rows
+
+    logs: dict[str, list[list[float]]] = {}
+    for row in metric_rows(folder):
+        for key, value in row.items():
+            if key.startswith(METHOD_METRICS):
+                logs.setdefault(key, []).append([row["batch"], value])
+    return {key: [pairs[i] for i in sorted({round(k * (len(pairs) - 1) / (points - 1)) for k in range(points)})]
+            for key, pairs in sorted(logs.items())}
+
+
 def glue_summary(folder: Path) -> Optional[dict[str, Any]]:
     """The row's GLUE suite summary (its ``results.json``), or None when the suite wrote none."""
     path = folder / "glue" / "results.json"
@@ -340,7 +359,7 @@ def execute(rows: Sequence[Row], args: argparse.Namespace, code: dict[str, Any],
             outcome.failed.append(key)
             continue
         record = rec.Record(row.method, row.hours, row.seed, row.fingerprint, row.inputs, code, env,
-                            {**asdict(result), "curve": curve(row.folder),
+                            {**asdict(result), "curve": curve(row.folder), "method_metrics": method_metrics(row.folder),
                              "wall_seconds": round(time.monotonic() - begin, 1),
                              **({"il_seconds": il_seconds} if il_seconds is not None else {})})
         if args.glue_dir:

@@ -127,6 +127,14 @@ def in_words(lines: Sequence[Line]) -> list[str]:
     return out
 
 
+def not_worse(lines: Sequence[Line]) -> list[str]:
+    """The methods that beat or tied the baseline, which the next budget measures again: eval loss
+    *better* or *no measurable difference*, and GLUE-5 not *worse*."""
+    return [line.method for line in lines if line.loss_vs_baseline is not None
+            and line.loss_vs_baseline.verdict in ("better", "no measurable difference")
+            and (line.glue_vs_baseline is None or line.glue_vs_baseline.verdict != "worse")]
+
+
 def plot(rows: Sequence[rec.Record], path: Path, title: str) -> Optional[Path]:
     """Eval loss against the budget charged, one line per row (each method one colour, seeds alike)."""
     import matplotlib
@@ -184,7 +192,9 @@ def markdown(all_rows: Sequence[rec.Record], images: Path, relative_to: Path, re
                 f"Machines: {'; '.join(envs)}. Code: {', '.join(commits)}."]
         words = in_words(lines)
         if words:
-            out += ["", *words]
+            ahead = not_worse(lines)
+            out += ["", *words, "", "Beat or tied the baseline (eval loss *better* or *no measurable difference*, "
+                    f"GLUE-5 not *worse*), so measured again at the next budget: {', '.join(ahead) or 'none'}."]
         image = plot(rows, images / f"eval_loss_{rec.budget_folder(hours)}.png",
                      f"eval MLM loss, {60 * hours:g}-minute budget")
         if image is not None:
