@@ -127,7 +127,7 @@ def in_words(lines: Sequence[Line]) -> list[str]:
     return out
 
 
-def not_worse(lines: Sequence[Line]) -> list[str]:
+def beat_or_tied(lines: Sequence[Line]) -> list[str]:
     """The methods that beat or tied the baseline, which the next budget measures again: eval loss
     *better* or *no measurable difference*, and GLUE-5 not *worse*."""
     return [line.method for line in lines if line.loss_vs_baseline is not None
@@ -192,7 +192,7 @@ def markdown(all_rows: Sequence[rec.Record], images: Path, relative_to: Path, re
                 f"Machines: {'; '.join(envs)}. Code: {', '.join(commits)}."]
         words = in_words(lines)
         if words:
-            ahead = not_worse(lines)
+            ahead = beat_or_tied(lines)
             out += ["", *words, "", "Beat or tied the baseline (eval loss *better* or *no measurable difference*, "
                     f"GLUE-5 not *worse*), so measured again at the next budget: {', '.join(ahead) or 'none'}."]
         image = plot(rows, images / f"eval_loss_{rec.budget_folder(hours)}.png",
